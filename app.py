@@ -1,0 +1,223 @@
+"""capgo-stats: a self-hosted receiver for @capgo/capacitor-updater statistics.
+
+`flask run` finds create_app() here; in production run `gunicorn 'app:create_app()'`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from flask import Flask, Response, current_app, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+import events
+from store import Store, StoreUnavailable
+
+# Every setting, with its default; each can be overridden by the environment variable of the
+# same name, or by create_app(test_config).
+DEFAULTS: dict[str, Any] = {
+    "STATS_DB": "stats.db",
+    "STATS_EXTRA_ACTIONS": "",
+    "STATS_MAX_BODY": 4 * 1024 * 1024,
+    "STATS_BUSY_TIMEOUT_MS": 5000,
+    "STATS_DURABLE": False,
+}
+
+
+class ApiError(HTTPException):
+    """An HTTP error with a stable machine-readable code."""
+
+    def __init__(self, status: int, error: str, message: str):
+        super().__init__(message)
+        self.code, self.error = status, error
+
+
+def _from_env(name: str, default: Any) -> Any:
+    """The environment's value for a setting, cast to the type of its default."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(raw)
+    return raw
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Create the app: settings, database, routes and error handler."""
+    app = Flask(__name__)
+    app.config.update({name: _from_env(name, default) for name, default in DEFAULTS.items()})
+    if test_config:
+        app.config.update(test_config)
+    app.config["MAX_CONTENT_LENGTH"] = app.config["STATS_MAX_BODY"]
+    app.json.sort_keys = False
+
+    store = Store(
+        app.config["STATS_DB"],
+        busy_timeout_ms=app.config["STATS_BUSY_TIMEOUT_MS"],
+        durable=app.config["STATS_DURABLE"],
+    )
+    store.ensure_schema()
+    app.extensions["store"] = store
+    app.extensions["actions"] = events.allowed_actions(app.config["STATS_EXTRA_ACTIONS"])
+
+    app.register_error_handler(HTTPException, handle_http_error)
+    app.add_url_rule("/stats", view_func=liveness, methods=["GET"])
+    app.add_url_rule("/stats", view_func=ingest, methods=["POST"])
+    app.add_url_rule("/stats/counts", view_func=counts, methods=["GET"])
+
+    import cli
+
+    cli.init_app(app)
+    return app
+
+
+def get_store() -> Store:
+    """The current app's store."""
+    return current_app.extensions["store"]
+
+
+def error_response(status: int, error: str, message: str) -> Response:
+    """The one JSON error body every error answer uses."""
+    return Response(
+        json.dumps({"error": error, "message": message}),
+        status=status,
+        mimetype="application/json",
+    )
+
+
+def handle_http_error(e: HTTPException) -> Response:
+    """Answer every HTTP error, 500 included, as JSON while keeping its headers (Allow...)."""
+    if isinstance(e, ApiError):
+        error, message = e.error, e.description
+    elif e.code == 500:
+        # The traceback is logged by Flask; the client learns nothing of our internals.
+        error, message = "internal_error", "The server hit an unexpected error."
+    else:
+        error = (e.name or "error").lower().replace(" ", "_")
+        message = e.description or e.name
+    response = e.get_response()
+    body = error_response(e.code or 500, error, message)
+    response.data, response.content_type = body.data, body.content_type
+    return response
+
+
+def now_ms() -> int:
+    """The current time in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+# -- ingest ------------------------------------------------------------------------------------
+
+
+def liveness() -> dict:
+    """GET on the stats URL: a liveness check, as Capgo answers it."""
+    return {"status": "ok"}
+
+
+def ingest() -> Any:
+    """POST /stats: store one event or a batch, answer per the plugin's protocol."""
+    store, now = get_store(), now_ms()
+    try:
+        data = request.get_data(cache=False)
+        items, is_batch = events.parse_body(data)
+    except RequestEntityTooLarge:
+        limit = current_app.config["STATS_MAX_BODY"]
+        _refuse_body(now, "body_too_large", f"The body is over {limit} bytes (STATS_MAX_BODY).")
+        raise ApiError(413, "body_too_large", f"The body is over {limit} bytes.") from None
+    except events.BodyError as e:
+        _refuse_body(now, e.code, e.message)
+        raise ApiError(400, e.code, e.message) from None
+
+    actions = current_app.extensions["actions"]
+    rows, refusals, results = [], [], []
+    for index, item in enumerate(items):
+        outcome = events.validate(item, actions, now)
+        if isinstance(outcome, events.Refusal):
+            refusals.append(outcome)
+            results.append(
+                {
+                    "index": index,
+                    "status": "error",
+                    "error": outcome.code,
+                    "message": outcome.message,
+                }
+            )
+        else:
+            rows.append(outcome)
+            results.append({"index": index, "status": "ok"})
+    _write(store, rows, refusals, now)
+    if is_batch:
+        return {"status": "ok", "results": results}
+    if refusals:
+        raise ApiError(400, refusals[0].code, refusals[0].message)
+    return {"status": "ok"}
+
+
+def _write(store: Store, rows: list, refusals: list, now: int) -> None:
+    """Write to the store, or answer 503 so the plugin keeps the events and resends them."""
+    try:
+        store.write(rows, refusals, now)
+    except StoreUnavailable:
+        raise ApiError(
+            503,
+            "storage_unavailable",
+            "The database cannot take writes right now; the events were not stored. Retry later.",
+        ) from None
+
+
+def _refuse_body(now: int, code: str, message: str) -> None:
+    """Tally a body we could not read as events (no app or action is known)."""
+    _write(get_store(), [], [events.Refusal(code, message)], now)
+
+
+# -- reads -------------------------------------------------------------------------------------
+
+
+def _parse_time(name: str, value: str, end: bool) -> int:
+    """An ISO 8601 date or datetime (UTC unless it says otherwise) as epoch ms.
+
+    A date given as `until` means the end of that day.
+    """
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            if end:
+                moment += timedelta(days=1)
+        else:
+            # An unescaped "+01:00" in a query string arrives as " 01:00".
+            moment = datetime.fromisoformat(value.replace(" ", "+") if "T" in value else value)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+    except ValueError:
+        raise ApiError(
+            400,
+            "invalid_filter",
+            f'"{name}" must be an ISO 8601 date or datetime such as 2026-11-01 or'
+            f" 2026-11-01T08:00:00Z, not {value[:40]!r}.",
+        ) from None
+    return int(moment.timestamp() * 1000)
+
+
+def parse_filters() -> dict:
+    """The event filters of the query string: app_id, action, platform, since, until."""
+    args = request.args
+    filters: dict[str, Any] = {}
+    for name in ("app_id", "action", "platform"):
+        value = args.get(name)
+        filters[name] = value if value else None
+    for name in ("since", "until"):
+        value = args.get(name)
+        filters[name] = _parse_time(name, value, name == "until") if value else None
+    return filters
+
+
+def counts() -> dict:
+    """GET /stats/counts: how many events each app sent of each action."""
+    return {"counts": get_store().counts(parse_filters())}

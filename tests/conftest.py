@@ -1,0 +1,30 @@
+import pytest
+
+from app import create_app
+
+
+@pytest.fixture
+def app(tmp_path):
+    """A new app on a fresh database for each test."""
+    app = create_app({"TESTING": True, "STATS_DB": str(tmp_path / "stats.db")})
+    yield app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def rows(app):
+    """Read rows straight from the database, to check what was really stored."""
+
+    def read(sql="SELECT * FROM event ORDER BY id", params=()):
+        return app.extensions["store"].query(sql, params)
+
+    return read

@@ -1,0 +1,120 @@
+"""The app as a whole: configuration, the database file, errors, and commands."""
+
+import multiprocessing
+import sqlite3
+
+import pytest
+
+from app import create_app
+from payloads import event
+
+
+def test_create_app_reads_settings_from_stats_environment_variables(tmp_path, monkeypatch):
+    monkeypatch.setenv("STATS_DB", str(tmp_path / "env.db"))
+    monkeypatch.setenv("STATS_MAX_BODY", "1234")
+    monkeypatch.setenv("STATS_DURABLE", "1")
+    app = create_app()
+    assert app.config["STATS_DB"] == str(tmp_path / "env.db")
+    assert app.config["MAX_CONTENT_LENGTH"] == 1234
+    assert app.config["STATS_DURABLE"] is True
+    assert (tmp_path / "env.db").exists()
+
+
+def test_the_default_database_is_stats_db_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("STATS_DB", raising=False)
+    monkeypatch.chdir(tmp_path)
+    create_app()
+    assert (tmp_path / "stats.db").exists()
+
+
+def test_the_database_is_created_on_first_use_with_its_schema_version(app):
+    store = app.extensions["store"]
+    assert store.query("PRAGMA user_version") == [{"user_version": 1}]
+    assert store.query("PRAGMA journal_mode") == [{"journal_mode": "wal"}]
+
+
+def test_schema_sql_applied_twice_does_no_harm(app, client):
+    from store import SCHEMA
+
+    client.post("/stats", json=event())
+    store = app.extensions["store"]
+    with store.connection() as conn:
+        conn.executescript(SCHEMA.read_text())
+        conn.executescript(SCHEMA.read_text())
+    assert store.query("SELECT count(*) AS n FROM event") == [{"n": 1}]
+
+
+def test_init_db_asks_first_and_keeps_the_data_when_told_no(runner, client, app):
+    client.post("/stats", json=event())
+    result = runner.invoke(args=["init-db"], input="n\n")
+    assert result.exit_code == 1
+    assert app.extensions["store"].query("SELECT count(*) AS n FROM event") == [{"n": 1}]
+
+
+def test_init_db_with_yes_recreates_an_empty_database(runner, client, app):
+    client.post("/stats", json=event())
+    result = runner.invoke(args=["init-db", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "Initialized the database" in result.output
+    store = app.extensions["store"]
+    assert store.query("SELECT count(*) AS n FROM event") == [{"n": 0}]
+    assert client.post("/stats", json=event()).status_code == 200
+
+
+def test_an_unknown_url_is_a_404_json_error(client):
+    response = client.get("/nowhere")
+    assert response.status_code == 404
+    assert response.json["error"] == "not_found"
+
+
+def test_a_wrong_method_is_a_405_json_error_that_keeps_allow(client):
+    response = client.delete("/stats")
+    assert response.status_code == 405
+    assert response.json["error"] == "method_not_allowed"
+    assert {"GET", "POST"} <= set(response.headers["Allow"].split(", "))
+
+
+def test_an_unexpected_error_is_a_500_json_error_without_internals(app, client, monkeypatch):
+    def explode(*args, **kwargs):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(app.extensions["store"], "counts", explode)
+    app.testing = False  # as in production: the error is answered, not raised into the test
+    response = client.get("/stats/counts")
+    assert response.status_code == 500
+    assert response.json == {
+        "error": "internal_error",
+        "message": "The server hit an unexpected error.",
+    }
+    assert b"secret" not in response.data
+
+
+def _send_events(db_path: str, worker: int, n: int, results) -> None:
+    """Post n events one by one from a process of its own."""
+    app = create_app({"STATS_DB": db_path})
+    client = app.test_client()
+    statuses = [
+        client.post("/stats", json=event(device_id=f"w{worker}-{i}")).status_code for i in range(n)
+    ]
+    results.put(statuses)
+
+
+def test_two_processes_writing_at_once_lose_nothing(tmp_path):
+    db = str(tmp_path / "multi.db")
+    create_app({"STATS_DB": db})
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_send_events, args=(db, w, 300, results)) for w in range(2)]
+    for p in procs:
+        p.start()
+    statuses = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    assert [set(s) for s in statuses] == [{200}, {200}]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM event").fetchone() == (600,)
+
+
+@pytest.mark.parametrize("path", ["/stats", "/stats/counts"])
+def test_head_requests_work_on_read_routes(client, path):
+    assert client.head(path).status_code == 200
