@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import events
+import filters
 from store import Store, StoreUnavailable
 
 # Every setting, with its default; each can be overridden by the environment variable of the
@@ -179,43 +179,12 @@ def _refuse_body(now: int, code: str, message: str) -> None:
 # -- reads -------------------------------------------------------------------------------------
 
 
-def _parse_time(name: str, value: str, end: bool) -> int:
-    """An ISO 8601 date or datetime (UTC unless it says otherwise) as epoch ms.
-
-    A date given as `until` means the end of that day.
-    """
-    try:
-        if len(value) == 10:
-            day = date.fromisoformat(value)
-            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            if end:
-                moment += timedelta(days=1)
-        else:
-            # An unescaped "+01:00" in a query string arrives as " 01:00".
-            moment = datetime.fromisoformat(value.replace(" ", "+") if "T" in value else value)
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-    except ValueError:
-        raise ApiError(
-            400,
-            "invalid_filter",
-            f'"{name}" must be an ISO 8601 date or datetime such as 2026-11-01 or'
-            f" 2026-11-01T08:00:00Z, not {value[:40]!r}.",
-        ) from None
-    return int(moment.timestamp() * 1000)
-
-
 def parse_filters() -> dict:
-    """The event filters of the query string: app_id, action, platform, since, until."""
-    args = request.args
-    filters: dict[str, Any] = {}
-    for name in ("app_id", "action", "platform"):
-        value = args.get(name)
-        filters[name] = value if value else None
-    for name in ("since", "until"):
-        value = args.get(name)
-        filters[name] = _parse_time(name, value, name == "until") if value else None
-    return filters
+    """The event filters of the query string (see filters.py); a bad value is a 400."""
+    try:
+        return filters.parse_filters(request.args)
+    except filters.FilterError as e:
+        raise ApiError(400, "invalid_filter", e.message) from None
 
 
 def counts() -> dict:

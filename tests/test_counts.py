@@ -115,3 +115,7 @@ def test_a_datetime_with_an_offset_is_converted_to_utc(client):
     # So check the conversion on the filter alone: 02:00+02:00 is 00:00Z.
     assert counts(client, "?since=2000-01-01T02:00:00%2B02:00") == [("com.example.app", "set", 1)]
     assert counts(client, "?until=2000-01-01T02:00:00%2B02:00") == []
+
+
+def test_the_last_possible_day_as_until_is_accepted_not_an_error(client, seeded):
+    assert counts(client, "?until=9999-12-31") == counts(client)
