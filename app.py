@@ -14,6 +14,7 @@ from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import events
+import export
 import filters
 from store import Store, StoreUnavailable
 
@@ -70,6 +71,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.add_url_rule("/stats", view_func=liveness, methods=["GET"])
     app.add_url_rule("/stats", view_func=ingest, methods=["POST"])
     app.add_url_rule("/stats/counts", view_func=counts, methods=["GET"])
+    # ops: export, monitoring and the API description
+    app.add_url_rule("/stats/events.csv", view_func=events_csv, methods=["GET"])
 
     import cli
 
@@ -190,3 +193,19 @@ def parse_filters() -> dict:
 def counts() -> dict:
     """GET /stats/counts: how many events each app sent of each action."""
     return {"counts": get_store().counts(parse_filters())}
+
+
+# -- ops: export, monitoring and the API description ---------------------------------------------
+
+
+def events_csv() -> Response:
+    """GET /stats/events.csv: the matching events as CSV (export format 1), streamed."""
+    chunks = export.chunks(get_store(), parse_filters(), "csv")
+    return Response(
+        chunks,
+        mimetype="text/csv",
+        headers={
+            "Content-Disposition": 'attachment; filename="events.csv"',
+            "X-Export-Format": str(export.FORMAT_VERSION),
+        },
+    )

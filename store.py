@@ -11,7 +11,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -199,6 +199,31 @@ class Store:
             params,
         )
 
+    # -- export, metrics and health (the ops routes and commands) -----------------------------
+
+    def iter_events(
+        self, filters: dict, columns: Sequence[str], batch_size: int = 1000
+    ) -> Iterator[list[tuple]]:
+        """Yield the matching events oldest first, batch_size rows at a time, in constant memory.
+
+        The read holds one connection (and a WAL snapshot) until the last batch is taken or the
+        generator is closed.
+        """
+        unknown = set(columns) - EVENT_COLUMNS
+        if unknown:
+            raise ValueError(f"not event columns: {sorted(unknown)}")
+        where, params = event_where(filters)
+        sql = f"SELECT {', '.join(columns)} FROM event WHERE {where} ORDER BY at, id"
+        with self.connection() as conn:
+            cursor = conn.cursor()
+            cursor.row_factory = None  # plain tuples: the cheapest rows to format
+            cursor.execute(sql, params)
+            while batch := cursor.fetchmany(batch_size):
+                yield batch
+
+
+# Every column of the event table, generated ones included.
+EVENT_COLUMNS = frozenset(("id", *COLUMNS, "bundle"))
 
 # Filter name -> SQL condition on the event table; values are always bound parameters.
 EVENT_FILTERS = {

@@ -1,0 +1,204 @@
+"""`flask export` and GET /stats/events.csv: every stored event out, as CSV or NDJSON."""
+
+import csv
+import io
+import json
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+import export
+from payloads import BATCH_IOS_8, event
+
+DAY = 86_400_000
+
+
+@pytest.fixture
+def seeded(client):
+    """Three events, timed by the device clock: two apps, one with metadata, one a day older."""
+    now = int(time.time() * 1000)
+    batch = [
+        event(app_id="com.a", device_id="dev-2", timestamp=now - 1000, custom_id="=HYPERLINK(1)"),
+        event(app_id="com.b", device_id="dev-3", timestamp=now - 500, platform="ios"),
+        {**BATCH_IOS_8[1], "app_id": "com.a", "device_id": "dev-1", "timestamp": now - DAY},
+    ]
+    response = client.post("/stats", data=json.dumps(batch))
+    assert [r["status"] for r in response.json["results"]] == ["ok", "ok", "ok"]
+    return now
+
+
+def run_export(runner, *args):
+    """Run `flask export` and return its standard output, checking it succeeded."""
+    result = runner.invoke(args=["export", *args])
+    assert result.exit_code == 0, result.output
+    return result.stdout_bytes.decode()  # as written: .stdout would turn CRLF into LF
+
+
+def read_csv(text):
+    """Parse CSV text into its header and its rows."""
+    header, *rows = list(csv.reader(io.StringIO(text, newline="")))
+    return header, rows
+
+
+def test_csv_export_has_one_header_row_and_one_row_per_event_oldest_first(runner, seeded):
+    header, rows = read_csv(run_export(runner))
+    assert header == list(export.COLUMNS)
+    assert [(r[header.index("app_id")], r[header.index("device_id")]) for r in rows] == [
+        ("com.a", "dev-1"),
+        ("com.a", "dev-2"),
+        ("com.b", "dev-3"),
+    ]
+
+
+def test_csv_export_writes_stored_values_as_text_and_null_as_an_empty_cell(runner, seeded, rows):
+    header, lines = read_csv(run_export(runner))
+    first = dict(zip(header, lines[0], strict=True))
+    stored = rows("SELECT * FROM event WHERE device_id = 'dev-1'")[0]
+    assert first["at"] == str(stored["at"]) == str(seeded - DAY)
+    assert first["time"] == export.iso_time(seeded - DAY)
+    assert first["time"].endswith("Z")
+    assert first["metadata"] == '{"duration_ms":"450","source":"notifyAppReady"}'
+    assert first["is_prod"] == "1" and first["is_emulator"] == "0"
+    assert first["old_version_name"] == ""  # NULL
+    assert first["version_name"] == first["bundle"] == "1.2.3"
+
+
+@pytest.mark.parametrize("danger", ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"])
+def test_a_csv_cell_a_spreadsheet_would_run_as_a_formula_gets_a_leading_quote(
+    client, runner, danger
+):
+    client.post("/stats", json=event(custom_id="x", version_name=danger, platform="android"))
+    header, rows = read_csv(run_export(runner))
+    row = dict(zip(header, rows[0], strict=True))
+    assert row["version_name"] == "'" + danger
+    assert row["custom_id"] == "x"  # a plain cell is left as it is
+
+
+def test_csv_cells_with_commas_quotes_and_newlines_survive_a_round_trip(client, runner):
+    tricky = 'a,b "c"\nd'
+    client.post("/stats", json=event(version_build=tricky))
+    header, rows = read_csv(run_export(runner))
+    assert rows[0][header.index("version_build")] == tricky
+
+
+def test_ndjson_export_is_one_object_per_line_with_metadata_as_an_object(runner, seeded):
+    lines = run_export(runner, "--format", "ndjson").splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["device_id"] for r in records] == ["dev-1", "dev-2", "dev-3"]
+    assert list(records[0]) == list(export.COLUMNS)
+    assert records[0]["metadata"] == {"duration_ms": "450", "source": "notifyAppReady"}
+    assert records[0]["is_prod"] is True and records[0]["is_emulator"] is False
+    assert records[0]["old_version_name"] is None
+    assert records[1]["metadata"] is None
+    assert records[1]["custom_id"] == "=HYPERLINK(1)"  # NDJSON is exact: no quote added
+
+
+def test_export_filters_by_app_id_since_and_until(runner, seeded):
+    def devices(*args):
+        return [json.loads(line)["device_id"] for line in run_export(runner, *args).splitlines()]
+
+    since = export.iso_time(seeded - 750)
+    assert devices("--format", "ndjson", "--app-id", "com.a") == ["dev-1", "dev-2"]
+    assert devices("--format", "ndjson", "--since", since) == ["dev-3"]
+    assert devices("--format", "ndjson", "--until", since) == ["dev-1", "dev-2"]
+    assert devices("--format", "ndjson", "--app-id", "com.a", "--since", since) == []
+
+
+def test_an_empty_export_is_the_header_alone_in_csv_and_nothing_in_ndjson(runner):
+    assert run_export(runner) == ",".join(export.COLUMNS) + "\r\n"
+    assert run_export(runner, "--format", "ndjson") == ""
+
+
+def test_export_out_writes_the_file_and_nothing_to_stdout(runner, seeded, tmp_path):
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "events.ndjson"
+    result = runner.invoke(args=["export", "--format", "ndjson", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert len(out.read_text().splitlines()) == 3
+    assert list(out.parent.iterdir()) == [out]  # no partial file left behind
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--since", "yesterday"], "--since"),
+        (["--until", "2026-13-01"], "--until"),
+        (["--format", "xml"], "--format"),
+    ],
+)
+def test_a_bad_export_option_exits_2_and_writes_no_file(runner, seeded, tmp_path, args, flag):
+    out = tmp_path / "events.csv"
+    result = runner.invoke(args=["export", "--out", str(out), *args])
+    assert result.exit_code == 2
+    assert f"Invalid value for '{flag}'" in result.output
+    assert not out.exists()
+
+
+def test_the_cli_and_the_route_give_the_same_filter_error(client, runner):
+    api = client.get("/stats/events.csv?since=yesterday").json["message"]
+    result = runner.invoke(args=["export", "--since", "yesterday"])
+    assert api in " ".join(result.output.split())
+
+
+def test_events_csv_is_streamed_and_matches_the_cli_export(client, runner, seeded):
+    response = client.get("/stats/events.csv?app_id=com.a")
+    assert response.status_code == 200
+    assert response.is_streamed
+    assert response.mimetype == "text/csv"
+    assert response.headers["Content-Disposition"] == 'attachment; filename="events.csv"'
+    assert response.headers["X-Export-Format"] == "1"
+    assert response.get_data(as_text=True) == run_export(runner, "--app-id", "com.a")
+
+
+def test_events_csv_with_a_bad_filter_is_a_400_json_error(client):
+    response = client.get("/stats/events.csv?until=tomorrow")
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_filter"
+
+
+def test_events_csv_on_a_missing_database_is_an_error_not_a_cut_file(app, client):
+    Path(app.config["STATS_DB"]).unlink()
+    app.testing = False  # as in production: the error is answered, not raised into the test
+    response = client.get("/stats/events.csv")
+    assert response.status_code >= 500
+    assert set(response.json) == {"error", "message"}
+
+
+def _store_events(store, n, now):
+    """Write n distinct stored rows straight to the store (faster than posting them)."""
+    rows = [
+        (now, now, now + i, "com.example.app", f"dev-{i}", "set", "android", "1.2.3")
+        + (None,) * 6
+        + (0, 1, None, None, None, None)
+        for i in range(n)
+    ]
+    store.write(rows, [], now)
+
+
+def _export_peak(store):
+    """The export's size in characters and the peak Python memory it took, in bytes."""
+    tracemalloc.start()
+    size = sum(len(chunk) for chunk in export.chunks(store, {}, "csv"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return size, peak
+
+
+def test_export_memory_stays_flat_however_many_events(app):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _store_events(store, 5_000, now)
+    small_size, small_peak = _export_peak(store)
+    _store_events(store, 35_000, now + 10_000)
+    big_size, big_peak = _export_peak(store)
+    assert big_size > 7 * small_size
+    assert big_peak < 1.5 * small_peak
+
+
+def test_readme_lists_the_export_columns_in_order():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### Export format")[1].split("\n#")[0]
+    listed = [line.split("`")[1] for line in section.splitlines() if line.startswith("| `")]
+    assert listed == list(export.COLUMNS)
