@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, current_app, request
@@ -16,7 +17,11 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 import events
 import export
 import filters
+import metrics
 from store import Store, StoreUnavailable
+
+# The OpenAPI description of every route, served as it is in the repository.
+OPENAPI = Path(__file__).with_name("openapi.json")
 
 # Every setting, with its default; each can be overridden by the environment variable of the
 # same name, or by create_app(test_config).
@@ -73,6 +78,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.add_url_rule("/stats/counts", view_func=counts, methods=["GET"])
     # ops: export, monitoring and the API description
     app.add_url_rule("/stats/events.csv", view_func=events_csv, methods=["GET"])
+    app.add_url_rule("/metrics", view_func=metrics_text, methods=["GET"])
+    app.add_url_rule("/healthz", view_func=healthz, methods=["GET"])
+    app.add_url_rule("/openapi.json", view_func=openapi_document, methods=["GET"])
 
     import cli
 
@@ -209,3 +217,24 @@ def events_csv() -> Response:
             "X-Export-Format": str(export.FORMAT_VERSION),
         },
     )
+
+
+def metrics_text() -> Response:
+    """GET /metrics: stored and refused events, last arrival, database size, for Prometheus."""
+    return Response(metrics.render(get_store().metrics()), content_type=metrics.CONTENT_TYPE)
+
+
+def healthz() -> Any:
+    """GET /healthz: 200 when the database answers and takes writes, else 503 (no token)."""
+    try:
+        version = get_store().check_writable()
+    except StoreUnavailable:
+        raise ApiError(
+            503, "storage_unavailable", "The database cannot take writes right now."
+        ) from None
+    return {"status": "ok", "database": "writable", "schema_version": version}
+
+
+def openapi_document() -> Response:
+    """GET /openapi.json: the OpenAPI 3.1 description of every route, kept in the repository."""
+    return Response(OPENAPI.read_bytes(), mimetype="application/json")

@@ -221,6 +221,58 @@ class Store:
             while batch := cursor.fetchmany(batch_size):
                 yield batch
 
+    def metrics(self) -> dict[str, Any]:
+        """The numbers of GET /metrics, read in one snapshot (README "Metrics" defines them)."""
+        with self.connection() as conn:
+            conn.execute("BEGIN")  # one snapshot for both reads; an error closes the connection
+            events = conn.execute(
+                "SELECT app_id, action, count(*) AS count, max(received_at) AS last_ms"
+                " FROM event GROUP BY app_id, action ORDER BY app_id, action"
+            ).fetchall()
+            refused = conn.execute(
+                "SELECT reason, sum(count) AS count FROM refusal GROUP BY reason ORDER BY reason"
+            ).fetchall()
+            conn.execute("COMMIT")
+        last: dict[str, int] = {}
+        for row in events:
+            last[row["app_id"]] = max(last.get(row["app_id"], 0), row["last_ms"])
+        return {
+            "events": [(r["app_id"], r["action"], r["count"]) for r in events],
+            "refused": [(r["reason"], r["count"]) for r in refused],
+            "last_received_ms": sorted(last.items()),
+            "size_bytes": self.size_bytes(),
+        }
+
+    def size_bytes(self) -> int:
+        """Bytes on disk of the database file and its write-ahead log."""
+        total = 0
+        for path in (self.path, self.path + "-wal"):
+            try:
+                total += os.path.getsize(path)
+            except OSError:  # no WAL file right after a checkpoint on close
+                pass
+        return total
+
+    def check_writable(self) -> int:
+        """Take the write lock, write nothing, let go; the schema version, or StoreUnavailable.
+
+        BEGIN IMMEDIATE waits up to the busy timeout for another writer; the rolled-back
+        user_version write is what a read-only file refuses.
+        """
+        try:
+            with self.connection() as conn:
+                conn.execute("BEGIN IMMEDIATE")  # an error closes the connection: no lock kept
+                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                conn.execute(f"PRAGMA user_version = {version}")
+                conn.execute("ROLLBACK")
+        except sqlite3.DatabaseError as e:
+            self._report_fault(str(e))
+            raise StoreUnavailable(str(e)) from None
+        except StoreUnavailable as e:
+            self._report_fault(str(e))
+            raise
+        return version
+
 
 # Every column of the event table, generated ones included.
 EVENT_COLUMNS = frozenset(("id", *COLUMNS, "bundle"))

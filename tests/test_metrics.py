@@ -1,0 +1,174 @@
+"""GET /metrics (Prometheus text format) and GET /healthz (for load balancers)."""
+
+import json
+import os
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from app import create_app
+from payloads import event
+
+# One sample line of the text exposition format: name, optional labels, value.
+LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\\\|\\"|\\n)*"'
+SAMPLE = re.compile(rf"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{{{LABEL}(,{LABEL})*\}})? -?[0-9.e+]+$")
+
+
+def scrape(client) -> dict[str, float]:
+    """GET /metrics, check every line is well formed, and return the samples by series."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    text = response.get_data(as_text=True)
+    assert text.endswith("\n")
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("# "):
+            assert re.match(r"^# (HELP|TYPE) capgo_stats_\w+ .+$", line), line
+            continue
+        assert SAMPLE.match(line), line
+        series, value = line.rsplit(" ", 1)
+        samples[series] = float(value)
+    return samples
+
+
+def test_metrics_count_stored_events_by_app_and_action(client):
+    batch = [event(device_id=f"d{i}") for i in range(3)] + [event(app_id="com.b", action="get")]
+    client.post("/stats", data=json.dumps(batch))
+    samples = scrape(client)
+    assert samples['capgo_stats_events_total{app_id="com.example.app",action="set"}'] == 3
+    assert samples['capgo_stats_events_total{app_id="com.b",action="get"}'] == 1
+
+
+def test_metrics_count_refused_events_by_reason(client):
+    client.post("/stats", data=json.dumps([event(action="fly"), event(action="walk"), 3]))
+    client.post("/stats", data=b"{not json")
+    samples = scrape(client)
+    assert samples['capgo_stats_refused_events_total{reason="unknown_action"}'] == 2
+    assert samples['capgo_stats_refused_events_total{reason="invalid_event"}'] == 1
+    assert samples['capgo_stats_refused_events_total{reason="invalid_json"}'] == 1
+
+
+def test_metrics_give_the_arrival_time_of_each_apps_newest_event(client, rows):
+    client.post("/stats", json=event(app_id="com.a"))
+    client.post("/stats", json=event(app_id="com.a", action="get"))
+    [newest] = rows("SELECT max(received_at) AS ms FROM event WHERE app_id = 'com.a'")
+    samples = scrape(client)
+    series = 'capgo_stats_last_event_received_timestamp_seconds{app_id="com.a"}'
+    assert samples[series] == newest["ms"] / 1000
+
+
+def test_metrics_give_the_database_size_on_disk(app, client):
+    client.post("/stats", json=event())
+    samples = scrape(client)
+    path = app.config["STATS_DB"]
+    on_disk = os.path.getsize(path) + os.path.getsize(path + "-wal")
+    assert samples["capgo_stats_database_size_bytes"] == on_disk > 0
+
+
+def test_metrics_never_show_a_device_id_or_custom_id(client):
+    client.post("/stats", json=event(device_id="secret-device-7", custom_id="someone@example.com"))
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "secret-device-7" not in text
+    assert "someone@example.com" not in text
+
+
+def test_metrics_escape_quotes_backslashes_and_newlines_in_label_values(client):
+    client.post("/stats", json=event(app_id='com."odd"\\app\nx'))
+    samples = scrape(client)
+    assert 'capgo_stats_events_total{app_id="com.\\"odd\\"\\\\app\\nx",action="set"}' in samples
+
+
+def test_metrics_on_an_empty_database_describe_every_metric(client):
+    text = client.get("/metrics").get_data(as_text=True)
+    for name, kind in [
+        ("capgo_stats_events_total", "counter"),
+        ("capgo_stats_refused_events_total", "counter"),
+        ("capgo_stats_last_event_received_timestamp_seconds", "gauge"),
+        ("capgo_stats_database_size_bytes", "gauge"),
+    ]:
+        assert f"# TYPE {name} {kind}\n" in text
+        assert f"# HELP {name} " in text
+
+
+def test_metrics_is_a_plain_get_route_so_the_read_token_rule_covers_it(app):
+    [rule] = [r for r in app.url_map.iter_rules() if r.rule == "/metrics"]
+    assert rule.methods == {"GET", "HEAD", "OPTIONS"}
+
+
+# -- /healthz ------------------------------------------------------------------------------------
+
+
+def test_healthz_is_ok_when_the_database_takes_writes(client, rows):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok", "database": "writable", "schema_version": 1}
+    assert rows("PRAGMA user_version") == [{"user_version": 1}]  # nothing was changed
+
+
+@pytest.fixture
+def quick(tmp_path):
+    """An app whose writes give up after 50 ms, and its database path."""
+    path = tmp_path / "quick.db"
+    app = create_app({"STATS_DB": str(path), "STATS_BUSY_TIMEOUT_MS": 50})
+    return app.test_client(), path
+
+
+def assert_unhealthy(response):
+    """A 503 in the one error shape."""
+    assert response.status_code == 503
+    assert response.json == {
+        "error": "storage_unavailable",
+        "message": "The database cannot take writes right now.",
+    }
+
+
+def test_healthz_is_503_while_another_writer_holds_the_lock_and_ok_after(quick):
+    client, path = quick
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    assert_unhealthy(client.get("/healthz"))
+    other.execute("ROLLBACK")
+    other.close()
+    assert client.get("/healthz").status_code == 200
+
+
+def test_healthz_is_503_when_the_database_file_is_gone(quick):
+    client, path = quick
+    path.unlink()
+    assert_unhealthy(client.get("/healthz"))
+
+
+def test_healthz_is_503_when_the_database_file_is_not_a_database(quick):
+    client, path = quick
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    path.write_bytes(b"this is not a database" * 100)
+    assert_unhealthy(client.get("/healthz"))
+
+
+def test_healthz_is_503_when_the_database_is_read_only(quick, monkeypatch):
+    client, path = quick
+    store = client.application.extensions["store"]
+    real_connect = store._connect
+
+    def read_only(create=False):
+        """What SQLite does when the file is not writable: it opens it read-only."""
+        conn = real_connect(create)
+        ro = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        conn.close()
+        return ro
+
+    monkeypatch.setattr(store, "_connect", read_only)
+    store._drop_pool()
+    assert_unhealthy(client.get("/healthz"))
+
+
+def test_healthz_never_says_why_to_the_client_but_logs_it(quick, caplog):
+    client, path = quick
+    path.unlink()
+    response = client.get("/healthz")
+    assert str(path) not in response.get_data(as_text=True)
+    assert any(str(path) in r.getMessage() for r in caplog.records)
