@@ -11,13 +11,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import events
 import export
 import filters
 import metrics
+import requestlog
 from store import Store, StoreUnavailable
 
 # The OpenAPI description of every route, served as it is in the repository.
@@ -31,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "STATS_MAX_BODY": 4 * 1024 * 1024,
     "STATS_BUSY_TIMEOUT_MS": 5000,
     "STATS_DURABLE": False,
+    "STATS_LOG_LEVEL": "INFO",
 }
 
 
@@ -85,6 +87,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     import cli
 
     cli.init_app(app)
+    requestlog.init_app(app)
     return app
 
 
@@ -180,6 +183,7 @@ def _write(store: Store, rows: list, refusals: list, now: int) -> None:
             "storage_unavailable",
             "The database cannot take writes right now; the events were not stored. Retry later.",
         ) from None
+    g.events = (len(rows), len(refusals))  # for the request's log line
 
 
 def _refuse_body(now: int, code: str, message: str) -> None:
