@@ -88,7 +88,12 @@ def export_command(fmt: str, out: str | None, **options: Any) -> None:
         return
     partial = f"{out}.partial"
     try:
-        with open(partial, "w", encoding="utf-8", newline="") as file:
+        file = open(partial, "w", encoding="utf-8", newline="")
+    except OSError as e:
+        message = f"cannot write {out!r}: {e.strerror}."
+        raise click.BadParameter(message, param_hint="'--out'") from None
+    try:
+        with file:
             file.writelines(chunks)
         os.replace(partial, out)
     finally:

@@ -137,6 +137,13 @@ def test_a_bad_export_option_exits_2_and_writes_no_file(runner, seeded, tmp_path
     assert not out.exists()
 
 
+def test_export_out_into_a_missing_folder_exits_2_with_a_clear_message(runner, tmp_path):
+    result = runner.invoke(args=["export", "--out", str(tmp_path / "nowhere" / "events.csv")])
+    assert result.exit_code == 2
+    assert "Invalid value for '--out'" in result.output
+    assert "No such file or directory" in result.output
+
+
 def test_the_cli_and_the_route_give_the_same_filter_error(client, runner):
     api = client.get("/stats/events.csv?since=yesterday").json["message"]
     result = runner.invoke(args=["export", "--since", "yesterday"])
