@@ -10,6 +10,7 @@ import pytest
 
 from app import create_app
 from payloads import event
+from store import SCHEMA_VERSION
 
 # One sample line of the text exposition format: name, optional labels, value.
 LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\\\|\\"|\\n)*"'
@@ -104,8 +105,10 @@ def test_metrics_is_a_plain_get_route_so_the_read_token_rule_covers_it(app):
 def test_healthz_is_ok_when_the_database_takes_writes(client, rows):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json == {"status": "ok", "database": "writable", "schema_version": 1}
-    assert rows("PRAGMA user_version") == [{"user_version": 1}]  # nothing was changed
+    version = rows("PRAGMA user_version")[0]["user_version"]
+    assert version == SCHEMA_VERSION
+    assert response.json == {"status": "ok", "database": "writable", "schema_version": version}
+    assert rows("PRAGMA user_version") == [{"user_version": version}]  # nothing was changed
 
 
 @pytest.fixture

@@ -50,6 +50,16 @@ def test_a_503_line_claims_no_event_accepted(tmp_path, caplog):
     assert re.fullmatch(r"POST /stats 503 \d+\.\dms", line)
 
 
+def test_an_unexpected_error_is_logged_with_its_500(app, client, caplog, monkeypatch):
+    def explode(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(app.extensions["store"], "counts", explode)
+    app.testing = False
+    client.get("/stats/counts")
+    assert re.fullmatch(r"GET /stats/counts 500 \d+\.\dms", request_lines(caplog)[-1])
+
+
 DEVICE, CUSTOM = "0f673663-459a-44c0-a7f5-613f2a4af3ab", "someone@example.com"
 
 
