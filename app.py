@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -15,7 +17,9 @@ from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import events
-from store import Store, StoreUnavailable
+from store import DAY_MS, Store, StoreUnavailable
+
+log = logging.getLogger("capgo_stats")
 
 # Every setting, with its default; each can be overridden by the environment variable of the
 # same name, or by create_app(test_config).
@@ -25,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "STATS_MAX_BODY": 4 * 1024 * 1024,
     "STATS_BUSY_TIMEOUT_MS": 5000,
     "STATS_DURABLE": False,
+    "STATS_RETENTION_DAYS": 0,
 }
 
 
@@ -64,6 +69,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     store.ensure_schema()
     app.extensions["store"] = store
+    if app.config["STATS_RETENTION_DAYS"]:
+        start_retention(store, app.config["STATS_RETENTION_DAYS"])
     app.extensions["actions"] = events.allowed_actions(app.config["STATS_EXTRA_ACTIONS"])
 
     app.register_error_handler(HTTPException, handle_http_error)
@@ -75,6 +82,21 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     cli.init_app(app)
     return app
+
+
+def start_retention(store: Store, days: int) -> None:
+    """Prune raw events older than `days` now and then every hour, beside the requests."""
+
+    def prune_forever() -> None:
+        while True:
+            try:
+                deleted = store.prune(events.now_ms() - days * DAY_MS)
+                log.info("retention: deleted %d raw events older than %d days", deleted, days)
+            except Exception:  # a locked or missing database: try again next hour
+                log.exception("retention: prune failed")
+            time.sleep(3600)
+
+    threading.Thread(target=prune_forever, name="retention", daemon=True).start()
 
 
 def get_store() -> Store:
@@ -107,11 +129,6 @@ def handle_http_error(e: HTTPException) -> Response:
     return response
 
 
-def now_ms() -> int:
-    """The current time in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
-
-
 # -- ingest ------------------------------------------------------------------------------------
 
 
@@ -122,7 +139,7 @@ def liveness() -> dict:
 
 def ingest() -> Any:
     """POST /stats: store one event or a batch, answer per the plugin's protocol."""
-    store, now = get_store(), now_ms()
+    store, now = get_store(), events.now_ms()
     try:
         data = request.get_data(cache=False)
         items, is_batch = events.parse_body(data)

@@ -7,6 +7,7 @@ Pure functions over plain dicts: no Flask, no SQL. See PROTOCOL.md (shared) and 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -277,11 +278,11 @@ def validate(event: Any, actions: frozenset[str], now_ms: int) -> tuple | Refusa
     )
 
 
+def now_ms() -> int:
+    """The current time in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
 def allowed_actions(extra: str) -> frozenset[str]:
     """The known actions plus the comma-separated extra names an operator configured."""
     return KNOWN_ACTIONS | {name.strip() for name in extra.split(",") if name.strip()}
-
-
-def bundle_of(version_name: str) -> str:
-    """The bundle version of a version_name: the part before the first ':'."""
-    return version_name.split(":", 1)[0]

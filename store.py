@@ -19,7 +19,7 @@ from typing import Any
 from events import COLUMNS, Refusal
 
 SCHEMA = Path(__file__).with_name("schema.sql")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 log = logging.getLogger("capgo_stats.store")
 
@@ -110,11 +110,23 @@ class Store:
     # -- schema ------------------------------------------------------------------------------
 
     def ensure_schema(self) -> None:
-        """Create the database from schema.sql when it is new; a no-op when it is current."""
+        """Create the database when new, or migrate it to SCHEMA_VERSION; once per process."""
         conn = self._connect(create=True)
         try:
-            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                conn.executescript(SCHEMA.read_text())
+            if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+                return
+            conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see it
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version == 1:
+                    log.warning("migrating %s to schema %d (rollups)", self.path, SCHEMA_VERSION)
+                    _migrate_1_to_2(conn)
+                elif version < SCHEMA_VERSION:
+                    _run_script(conn, SCHEMA.read_text())
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
         finally:
             conn.close()
 
@@ -191,31 +203,136 @@ class Store:
             return [dict(row) for row in conn.execute(sql, tuple(params))]
 
     def counts(self, filters: dict) -> list[dict]:
-        """Event counts grouped by app and action, biggest first."""
-        where, params = event_where(filters)
-        return self.query(
-            "SELECT app_id, action, count(*) AS count FROM event"
-            f" WHERE {where} GROUP BY app_id, action ORDER BY count DESC, app_id, action",
-            params,
-        )
+        """Event counts grouped by app and action, biggest first (from the rollups)."""
+        totals: dict[tuple[str, str], int] = {}
+        for table, lo, hi in time_segments(filters.get("since"), filters.get("until")):
+            where, params = rollup_where(table, filters, lo, hi)
+            count = "count(*)" if table == "event" else "sum(count)"
+            for row in self.query(
+                f"SELECT app_id, action, {count} AS n FROM {table} WHERE {where}"
+                " GROUP BY app_id, action",
+                params,
+            ):
+                key = (row["app_id"], row["action"])
+                totals[key] = totals.get(key, 0) + row["n"]
+        ordered = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [{"app_id": a, "action": b, "count": n} for (a, b), n in ordered]
+
+    # -- retention ---------------------------------------------------------------------------
+
+    def prune(self, before_ms: int, chunk: int = 5000) -> int:
+        """Delete raw events older than before_ms, a chunk per transaction; rollups stay."""
+        deleted = 0
+        for (app_id,) in self._rows("SELECT DISTINCT app_id FROM device"):
+            while True:
+                n = self._execute_write(
+                    "DELETE FROM event WHERE id IN (SELECT id FROM event"
+                    " WHERE app_id = ? AND at < ? LIMIT ?)",
+                    (app_id, before_ms, chunk),
+                )
+                deleted += n
+                if n < chunk:
+                    break
+        # device_day only stops a device being counted twice in a day; a late event can still
+        # arrive for any day inside the plausibility window, so keep those days.
+        oldest_day = min(before_ms, int(time.time() * 1000) - DEVICE_DAY_KEEP_MS) // DAY_MS
+        self._execute_write("DELETE FROM device_day WHERE day < ?", (oldest_day,))
+        return deleted
+
+    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        """Run a read query and return plain tuples."""
+        with self.connection() as conn:
+            return [tuple(row) for row in conn.execute(sql, tuple(params))]
+
+    def _execute_write(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """Run one write statement in its own transaction; return the rows it changed."""
+        with self.connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                changed = conn.execute(sql, tuple(params)).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return changed
 
 
-# Filter name -> SQL condition on the event table; values are always bound parameters.
-EVENT_FILTERS = {
-    "app_id": "app_id = ?",
-    "action": "action = ?",
-    "platform": "platform = ?",
-    "since": "at >= ?",
-    "until": "at < ?",
-}
+HOUR_MS, DAY_MS = 3_600_000, 86_400_000
+DEVICE_DAY_KEEP_MS = 367 * DAY_MS  # events.PLAUSIBLE_PAST_MS, and a day to spare
 
 
-def event_where(filters: dict) -> tuple[str, list]:
-    """A WHERE clause and its parameters for the given filters (None means no filter)."""
+def time_segments(since: int | None, until: int | None) -> list[tuple[str, int | None, int | None]]:
+    """Split the time range [since, until) into (table, lo, hi) pieces, coarsest table first.
+
+    Whole days come from rollup_day, whole hours from rollup_hour, and only the ragged
+    minutes at the edges from raw events, so a count is exact and still reads little.
+    lo/hi are in the table's own unit (day number, hour number, or ms); None is open.
+    """
+    if since is not None and until is not None and since >= until:
+        return []
+    d_lo = None if since is None else -(-since // DAY_MS)
+    d_hi = None if until is None else until // DAY_MS
+    if d_lo is not None and d_hi is not None and d_lo >= d_hi:
+        return _hour_segments(since, until)
+    edges = []
+    if since is not None:
+        edges += _hour_segments(since, d_lo * DAY_MS)
+    if until is not None:
+        edges += _hour_segments(d_hi * DAY_MS, until)
+    return [("rollup_day", d_lo, d_hi), *edges]
+
+
+def _hour_segments(lo_ms: int, hi_ms: int) -> list[tuple[str, int | None, int | None]]:
+    """Split a bounded range into whole hours and raw-event edges."""
+    if lo_ms >= hi_ms:
+        return []
+    h_lo, h_hi = -(-lo_ms // HOUR_MS), hi_ms // HOUR_MS
+    if h_lo >= h_hi:
+        return [("event", lo_ms, hi_ms)]
+    pieces = [("event", lo_ms, h_lo * HOUR_MS), ("rollup_hour", h_lo, h_hi)]
+    pieces.append(("event", h_hi * HOUR_MS, hi_ms))
+    return [p for p in pieces if p[0] != "event" or p[1] < p[2]]
+
+
+TIME_COLUMN = {"event": "at", "rollup_hour": "hour", "rollup_day": "day"}
+
+
+def rollup_where(table: str, filters: dict, lo: int | None, hi: int | None) -> tuple[str, list]:
+    """WHERE clause and parameters for app_id/action/platform filters and a time piece."""
     clauses, params = ["1 = 1"], []
-    for name, condition in EVENT_FILTERS.items():
-        value = filters.get(name)
-        if value is not None:
-            clauses.append(condition)
-            params.append(value)
+    for name in ("app_id", "action", "platform"):
+        if filters.get(name) is not None:
+            clauses.append(f"{name} = ?")
+            params.append(filters[name])
+    column = TIME_COLUMN[table]
+    if lo is not None:
+        clauses.append(f"{column} >= ?")
+        params.append(lo)
+    if hi is not None:
+        clauses.append(f"{column} < ?")
+        params.append(hi)
     return " AND ".join(clauses), params
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Execute a SQL script statement by statement inside the caller's transaction.
+
+    (executescript() would commit first, and a migration must be all or nothing.)
+    """
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            conn.execute(statement)
+            statement = ""
+
+
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    """Add the rollups and fill them by replaying every stored event through their trigger."""
+    for index in ("event#dedupe", "event#at", "event#device_id#at"):
+        conn.execute(f'DROP INDEX IF EXISTS "{index}"')
+    conn.execute("ALTER TABLE event RENAME TO event_v1")
+    _run_script(conn, SCHEMA.read_text())
+    columns = ", ".join(("id", *COLUMNS))
+    conn.execute(f"INSERT INTO event ({columns}) SELECT {columns} FROM event_v1 ORDER BY id")
+    conn.execute("DROP TABLE event_v1")

@@ -28,8 +28,10 @@ def test_the_default_database_is_stats_db_in_the_working_directory(tmp_path, mon
 
 
 def test_the_database_is_created_on_first_use_with_its_schema_version(app):
+    from store import SCHEMA_VERSION
+
     store = app.extensions["store"]
-    assert store.query("PRAGMA user_version") == [{"user_version": 1}]
+    assert store.query("PRAGMA user_version") == [{"user_version": SCHEMA_VERSION}]
     assert store.query("PRAGMA journal_mode") == [{"journal_mode": "wal"}]
 
 
