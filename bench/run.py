@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import os
 import random
 import re
@@ -195,7 +194,7 @@ def generate(path: Path, n: int, days: int = 30, seed: int = 7) -> None:
         size = min(chunk, n - start)
         picks = rng.choices(names, weights, k=size)
         rows = []
-        for i, action in enumerate(picks):
+        for action in picks:
             app = rng.choices(APPS, [w for _, w in APPS])[0][0]
             device = rng.randrange(devices)
             at = now - rng.randrange(days * 86_400_000)
@@ -345,7 +344,13 @@ def main() -> None:
     if args.smoke:
         rounds, seconds, n_raw, sizes, n_reads = 1, 1, 2_000, [1_000, 5_000], 3
     else:
-        rounds, seconds, n_raw, sizes, n_reads = 3, 10, 200_000, [100_000, 1_000_000, 10_000_000], 30
+        rounds, seconds, n_raw, sizes, n_reads = (
+            3,
+            10,
+            200_000,
+            [100_000, 1_000_000, 10_000_000],
+            30,
+        )
     with tempfile.TemporaryDirectory(prefix="capgo-bench-") as tmp:
         tmp = Path(tmp)
         print("single-event ingest...", flush=True)

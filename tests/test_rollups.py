@@ -2,6 +2,7 @@
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -229,3 +230,18 @@ def test_a_version_1_database_is_migrated_with_its_rollups_backfilled(tmp_path):
     # and migrating again is a no-op
     create_app({"STATS_DB": str(path)})
     assert store.query("SELECT sum(count) AS n FROM rollup_day") == [{"n": 60}]
+
+
+def test_the_server_applies_stats_retention_days_by_itself(tmp_path):
+    path = str(tmp_path / "r.db")
+    seed_history(create_app({"STATS_DB": path}).test_client())
+    app = create_app({"STATS_DB": path, "STATS_RETENTION_DAYS": 10})
+    store = app.extensions["store"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        oldest = store.query("SELECT min(at) AS at FROM event")[0]["at"]
+        if oldest >= NOW - 10 * DAY:
+            break
+        time.sleep(0.05)
+    assert oldest >= NOW - 10 * DAY
+    assert store.query("SELECT sum(count) AS n FROM rollup_day") == [{"n": 140}]
