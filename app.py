@@ -229,6 +229,8 @@ def parse_filters() -> dict:
     for name in ("app_id", "action", "platform"):
         value = args.get(name)
         filters[name] = value if value else None
+    if filters["platform"]:
+        filters["platform"] = filters["platform"].lower()  # stored lowercased
     for name in ("since", "until"):
         value = args.get(name)
         filters[name] = _parse_time(name, value, name == "until") if value else None

@@ -7,6 +7,7 @@ Pure functions over plain dicts: no Flask, no SQL. See PROTOCOL.md (shared) and 
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,9 @@ OPTIONAL = {
     "key_id": 64,
     "install_source": 64,
 }
+# The rule Capgo's own receiver applies: an app id is a reverse-domain name (com.example.app).
+APP_ID = re.compile(r"[a-z0-9]+(\.[\w-]+)+", re.IGNORECASE | re.ASCII)
+
 METADATA_MAX_KEYS, METADATA_MAX_KEY, METADATA_MAX_VALUE = 64, 128, 4096
 
 # A device clock is believed when it is at most a year behind or a day ahead of arrival:
@@ -223,6 +227,11 @@ def validate(event: Any, actions: frozenset[str], now_ms: int) -> tuple | Refusa
         problem = _check_string(name, value, limit)
         if problem:
             return refuse("invalid_field", problem)
+    if not APP_ID.fullmatch(event["app_id"]):
+        return refuse(
+            "invalid_field",
+            f'"app_id" must be a reverse-domain name such as com.example.app, not {app_label!r}.',
+        )
     if event["action"] not in actions:
         return refuse(
             "unknown_action",
