@@ -31,12 +31,12 @@ CREATE TABLE IF NOT EXISTS event (
     ) VIRTUAL
 );
 
--- A resent event (same device, action, device timestamp and version) is stored once.
-CREATE UNIQUE INDEX IF NOT EXISTS "event#dedupe"
-    ON event (app_id, device_id, action, device_ts, version_name)
-    WHERE device_ts IS NOT NULL;
+-- A resent event (same device, app, action, device timestamp and version) is stored once.
+-- Events without a device timestamp (plugins < 8.42) never clash: NULLs are distinct in a
+-- UNIQUE index. Led by device_id, the same index finds one device's events.
+CREATE UNIQUE INDEX IF NOT EXISTS "event#device_id#dedupe"
+    ON event (device_id, app_id, action, device_ts, version_name);
 CREATE INDEX IF NOT EXISTS "event#app_id#at" ON event (app_id, at);
-CREATE INDEX IF NOT EXISTS "event#device_id#at" ON event (device_id, at);
 CREATE INDEX IF NOT EXISTS "event#custom_id#at" ON event (custom_id, at)
     WHERE custom_id IS NOT NULL;
 

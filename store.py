@@ -11,10 +11,10 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from events import COLUMNS, Refusal
 
@@ -22,6 +22,7 @@ SCHEMA = Path(__file__).with_name("schema.sql")
 SCHEMA_VERSION = 2
 
 log = logging.getLogger("capgo_stats.store")
+T = TypeVar("T")
 
 INSERT_EVENT = (
     f"INSERT INTO event ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
@@ -63,12 +64,12 @@ class Store:
         conn = sqlite3.connect(
             f"file:{self.path}?mode={mode}",
             uri=True,
-            timeout=self.busy_timeout_ms / 1000,
+            # Lock waits are ours (see _wait_for_lock), except while creating or migrating.
+            timeout=self.busy_timeout_ms / 1000 if create else 0,
             isolation_level=None,  # we issue BEGIN/COMMIT ourselves
             check_same_thread=False,  # pooled; never used by two threads at once
         )
         conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {'FULL' if self.durable else 'NORMAL'}")
         return conn
@@ -101,6 +102,29 @@ class Store:
             conn.close()
             raise
         self._pool.append(conn)
+
+    def _wait_for_lock(self, attempt: Callable[[], T]) -> T:
+        """Run attempt(), trying again while another connection holds the lock.
+
+        SQLite's own busy handler sleeps at least a millisecond between tries, more than a
+        whole write of ours takes, so two workers writing at once lost most of their time
+        asleep. Polling from 0.1 ms up lets them take turns; the total wait is still capped
+        by the busy timeout, after which the caller answers 503.
+        """
+        deadline, delay = None, 0.0001
+        while True:
+            try:
+                return attempt()
+            except sqlite3.OperationalError as e:
+                if not _is_busy(e):
+                    raise
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.busy_timeout_ms / 1000
+                if now >= deadline:
+                    raise
+                time.sleep(min(delay, deadline - now))
+                delay = min(delay * 2, 0.005)
 
     def _drop_pool(self) -> None:
         """Close every pooled connection."""
@@ -159,7 +183,7 @@ class Store:
         day = day_of(now_ms)
         try:
             with self.connection() as conn:
-                conn.execute("BEGIN IMMEDIATE")
+                self._wait_for_lock(lambda: conn.execute("BEGIN IMMEDIATE"))
                 try:
                     if rows:
                         conn.executemany(INSERT_EVENT, rows)
@@ -200,7 +224,9 @@ class Store:
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
         """Run a read query and return its rows as dicts."""
         with self.connection() as conn:
-            return [dict(row) for row in conn.execute(sql, tuple(params))]
+            return self._wait_for_lock(
+                lambda: [dict(row) for row in conn.execute(sql, tuple(params))]
+            )
 
     def counts(self, filters: dict) -> list[dict]:
         """Event counts grouped by app and action, biggest first (from the rollups)."""
@@ -242,12 +268,14 @@ class Store:
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         """Run a read query and return plain tuples."""
         with self.connection() as conn:
-            return [tuple(row) for row in conn.execute(sql, tuple(params))]
+            return self._wait_for_lock(
+                lambda: [tuple(row) for row in conn.execute(sql, tuple(params))]
+            )
 
     def _execute_write(self, sql: str, params: Iterable[Any] = ()) -> int:
         """Run one write statement in its own transaction; return the rows it changed."""
         with self.connection() as conn:
-            conn.execute("BEGIN IMMEDIATE")
+            self._wait_for_lock(lambda: conn.execute("BEGIN IMMEDIATE"))
             try:
                 changed = conn.execute(sql, tuple(params)).rowcount
                 conn.execute("COMMIT")
@@ -255,6 +283,12 @@ class Store:
                 conn.execute("ROLLBACK")
                 raise
         return changed
+
+
+def _is_busy(e: sqlite3.OperationalError) -> bool:
+    """True for "database is locked" / "database is busy": another connection is writing."""
+    message = str(e)
+    return "locked" in message or "busy" in message
 
 
 HOUR_MS, DAY_MS = 3_600_000, 86_400_000
