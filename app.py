@@ -52,7 +52,10 @@ def _from_env(name: str, default: Any) -> Any:
     if isinstance(default, bool):
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if isinstance(default, int):
-        return int(raw)
+        try:
+            return int(raw)
+        except ValueError:
+            raise RuntimeError(f"{name} must be a whole number, not {raw!r}") from None
     return raw
 
 

@@ -20,6 +20,12 @@ def test_create_app_reads_settings_from_stats_environment_variables(tmp_path, mo
     assert (tmp_path / "env.db").exists()
 
 
+def test_a_setting_that_is_not_a_number_stops_the_app_with_a_clear_message(monkeypatch):
+    monkeypatch.setenv("STATS_MAX_BODY", "4MB")
+    with pytest.raises(RuntimeError, match="STATS_MAX_BODY must be a whole number"):
+        create_app()
+
+
 def test_the_default_database_is_stats_db_in_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.delenv("STATS_DB", raising=False)
     monkeypatch.chdir(tmp_path)
