@@ -13,12 +13,13 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is installed by .ci/run")
 def test_the_benchmark_runs_at_smoke_size_and_writes_every_figure(tmp_path):
     out = tmp_path / "RESULTS.md"
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--out", str(out)],
-        check=True,
         capture_output=True,
+        text=True,
         timeout=300,
     )
+    assert done.returncode == 0, done.stderr[-2000:]
     text = out.read_text()
     assert "single-event ingest, ours / bare Flask route" in text
     assert "200-event batches" in text
