@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,9 @@ import export
 import filters
 import metrics
 import requestlog
-from store import Store, StoreUnavailable
+from store import DAY_MS, Store, StoreUnavailable
+
+log = logging.getLogger("capgo_stats")
 
 # The OpenAPI description of every route, served as it is in the repository.
 OPENAPI = Path(__file__).with_name("openapi.json")
@@ -32,8 +36,12 @@ DEFAULTS: dict[str, Any] = {
     "STATS_MAX_BODY": 4 * 1024 * 1024,
     "STATS_BUSY_TIMEOUT_MS": 5000,
     "STATS_DURABLE": False,
+    "STATS_RETENTION_DAYS": 0,
     "STATS_LOG_LEVEL": "INFO",
 }
+
+
+OK_BODY = b'{"status": "ok"}'
 
 
 class ApiError(HTTPException):
@@ -52,7 +60,10 @@ def _from_env(name: str, default: Any) -> Any:
     if isinstance(default, bool):
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if isinstance(default, int):
-        return int(raw)
+        try:
+            return int(raw)
+        except ValueError:
+            raise RuntimeError(f"{name} must be a whole number, not {raw!r}") from None
     return raw
 
 
@@ -72,6 +83,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     store.ensure_schema()
     app.extensions["store"] = store
+    if app.config["STATS_RETENTION_DAYS"]:
+        start_retention(store, app.config["STATS_RETENTION_DAYS"])
     app.extensions["actions"] = events.allowed_actions(app.config["STATS_EXTRA_ACTIONS"])
 
     app.register_error_handler(HTTPException, handle_http_error)
@@ -89,6 +102,21 @@ def create_app(test_config: dict | None = None) -> Flask:
     cli.init_app(app)
     requestlog.init_app(app)
     return app
+
+
+def start_retention(store: Store, days: int) -> None:
+    """Prune raw events older than `days` now and then every hour, beside the requests."""
+
+    def prune_forever() -> None:
+        while True:
+            try:
+                deleted = store.prune(events.now_ms() - days * DAY_MS)
+                log.info("retention: deleted %d raw events older than %d days", deleted, days)
+            except Exception:  # a locked or missing database: try again next hour
+                log.exception("retention: prune failed")
+            time.sleep(3600)
+
+    threading.Thread(target=prune_forever, name="retention", daemon=True).start()
 
 
 def get_store() -> Store:
@@ -121,11 +149,6 @@ def handle_http_error(e: HTTPException) -> Response:
     return response
 
 
-def now_ms() -> int:
-    """The current time in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
-
-
 # -- ingest ------------------------------------------------------------------------------------
 
 
@@ -136,7 +159,7 @@ def liveness() -> dict:
 
 def ingest() -> Any:
     """POST /stats: store one event or a batch, answer per the plugin's protocol."""
-    store, now = get_store(), now_ms()
+    store, now = get_store(), events.now_ms()
     try:
         data = request.get_data(cache=False)
         items, is_batch = events.parse_body(data)
@@ -170,7 +193,7 @@ def ingest() -> Any:
         return {"status": "ok", "results": results}
     if refusals:
         raise ApiError(400, refusals[0].code, refusals[0].message)
-    return {"status": "ok"}
+    return Response(OK_BODY, mimetype="application/json")  # prebuilt: the hot path
 
 
 def _write(store: Store, rows: list, refusals: list, now: int) -> None:

@@ -13,6 +13,8 @@ from flask.cli import with_appcontext
 
 import export
 import filters
+from events import now_ms
+from store import DAY_MS, day_of
 
 
 @click.command("init-db")
@@ -23,6 +25,28 @@ def init_db_command() -> None:
     store = current_app.extensions["store"]
     store.reset()
     click.echo(f"Initialized the database at {store.path}.")
+
+
+@click.command("prune")
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    help="Keep this many days of raw events. Default: STATS_RETENTION_DAYS.",
+)
+@with_appcontext
+def prune_command(days: int | None) -> None:
+    """Delete raw events older than N days; counts, versions and timelines keep them.
+
+    \b
+    Example, from cron every night:
+        flask prune --days 90
+    """
+    days = days or current_app.config["STATS_RETENTION_DAYS"]
+    if not days:
+        raise click.UsageError("Give --days N, or set STATS_RETENTION_DAYS.")
+    before = now_ms() - days * DAY_MS
+    deleted = current_app.extensions["store"].prune(before)
+    click.echo(f"Deleted {deleted} raw events older than {days} days (before {day_of(before)}).")
 
 
 # -- ops: export and counts ----------------------------------------------------------------------
@@ -143,5 +167,6 @@ def _printable(text: str) -> str:
 def init_app(app: Flask) -> None:
     """Register the commands on the app."""
     app.cli.add_command(init_db_command)
+    app.cli.add_command(prune_command)
     app.cli.add_command(export_command)
     app.cli.add_command(counts_command)

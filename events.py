@@ -7,6 +7,8 @@ Pure functions over plain dicts: no Flask, no SQL. See PROTOCOL.md (shared) and 
 from __future__ import annotations
 
 import json
+import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +69,9 @@ OPTIONAL = {
     "key_id": 64,
     "install_source": 64,
 }
+# The rule Capgo's own receiver applies: an app id is a reverse-domain name (com.example.app).
+APP_ID = re.compile(r"[a-z0-9]+(\.[\w-]+)+", re.IGNORECASE | re.ASCII)
+
 METADATA_MAX_KEYS, METADATA_MAX_KEY, METADATA_MAX_VALUE = 64, 128, 4096
 
 # A device clock is believed when it is at most a year behind or a day ahead of arrival:
@@ -222,6 +227,11 @@ def validate(event: Any, actions: frozenset[str], now_ms: int) -> tuple | Refusa
         problem = _check_string(name, value, limit)
         if problem:
             return refuse("invalid_field", problem)
+    if not APP_ID.fullmatch(event["app_id"]):
+        return refuse(
+            "invalid_field",
+            f'"app_id" must be a reverse-domain name such as com.example.app, not {app_label!r}.',
+        )
     if event["action"] not in actions:
         return refuse(
             "unknown_action",
@@ -277,11 +287,11 @@ def validate(event: Any, actions: frozenset[str], now_ms: int) -> tuple | Refusa
     )
 
 
+def now_ms() -> int:
+    """The current time in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
 def allowed_actions(extra: str) -> frozenset[str]:
     """The known actions plus the comma-separated extra names an operator configured."""
     return KNOWN_ACTIONS | {name.strip() for name in extra.split(",") if name.strip()}
-
-
-def bundle_of(version_name: str) -> str:
-    """The bundle version of a version_name: the part before the first ':'."""
-    return version_name.split(":", 1)[0]

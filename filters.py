@@ -53,6 +53,8 @@ def parse_filters(args: Mapping[str, Any]) -> dict[str, Any]:
     for name in EQUAL:
         value = args.get(name)
         filters[name] = value if value else None
+    if filters["platform"]:
+        filters["platform"] = filters["platform"].lower()  # stored lowercased
     for name in TIMES:
         value = args.get(name)
         filters[name] = parse_time(name, value, name == "until") if value else None

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -76,8 +77,11 @@ def test_metrics_never_show_a_device_id_or_custom_id(client):
     assert "someone@example.com" not in text
 
 
-def test_metrics_escape_quotes_backslashes_and_newlines_in_label_values(client):
-    client.post("/stats", json=event(app_id='com."odd"\\app\nx'))
+def test_metrics_escape_quotes_backslashes_and_newlines_in_label_values(app, client):
+    # Refused at ingest today, but a database from before that rule can hold such an app id.
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    row = (now, now, None, 'com."odd"\\app\nx', "d1", "set", "", "") + (None,) * 6
+    store.write([row + (0, 1, None, None, None, None)], [], now)
     samples = scrape(client)
     assert 'capgo_stats_events_total{app_id="com.\\"odd\\"\\\\app\\nx",action="set"}' in samples
 
