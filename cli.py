@@ -96,7 +96,7 @@ def parse_filter_options(options: dict[str, Any]) -> dict:
 )
 @with_appcontext
 def export_command(fmt: str, out: str | None, **options: Any) -> None:
-    """Export the stored events, oldest first, as CSV or NDJSON (export format 1).
+    """Export the stored events, by app and oldest first, as CSV or NDJSON (format 1).
 
     Streams in constant memory, whatever the number of events. The columns are listed in
     README.md ("Export format").

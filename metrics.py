@@ -29,7 +29,7 @@ def render(snapshot: dict[str, Any]) -> str:
     lines = _family(
         "capgo_stats_events_total",
         "counter",
-        "Events stored, by app and action (an event resent by the plugin counts once).",
+        "Events stored, by app and action; a resent event counts once, pruning lowers nothing.",
         [({"app_id": app, "action": action}, n) for app, action, n in snapshot["events"]],
     )
     lines += _family(
@@ -39,10 +39,10 @@ def render(snapshot: dict[str, Any]) -> str:
         [({"reason": reason}, n) for reason, n in snapshot["refused"]],
     )
     lines += _family(
-        "capgo_stats_last_event_received_timestamp_seconds",
+        "capgo_stats_last_event_timestamp_seconds",
         "gauge",
-        "Unix time when the newest stored event of the app arrived.",
-        [({"app_id": app}, f"{ms / 1000:.3f}") for app, ms in snapshot["last_received_ms"]],
+        "Unix time of the app's newest event (event time: device clock when plausible).",
+        [({"app_id": app}, f"{ms / 1000:.3f}") for app, ms in snapshot["last_event_ms"]],
     )
     lines += _family(
         "capgo_stats_database_size_bytes",

@@ -289,42 +289,63 @@ class Store:
     def iter_events(
         self, filters: dict, columns: Sequence[str], batch_size: int = 1000
     ) -> Iterator[list[tuple]]:
-        """Yield the matching events oldest first, batch_size rows at a time, in constant memory.
+        """Yield the matching events by app, then oldest first, batch_size rows at a time.
 
-        The read holds one connection (and a WAL snapshot) until the last batch is taken or the
-        generator is closed.
+        Each app's events are read in the order of the (app_id, at) index, so nothing is sorted
+        and memory stays flat. One read transaction: a snapshot, held (with its connection)
+        until the last batch is taken or the generator is closed.
         """
         unknown = set(columns) - EVENT_COLUMNS
         if unknown:
             raise ValueError(f"not event columns: {sorted(unknown)}")
-        where, params = rollup_where("event", filters, filters.get("since"), filters.get("until"))
-        sql = f"SELECT {', '.join(columns)} FROM event WHERE {where} ORDER BY at, id"
+        select = f"SELECT {', '.join(columns)} FROM event WHERE "
         with self.connection() as conn:
+            conn.execute("BEGIN")
+            # The first read takes the snapshot (and may have to wait); later ones never wait.
+            apps = self._wait_for_lock(lambda: _app_ids(conn))
+            if filters.get("app_id"):
+                apps = [filters["app_id"]]
             cursor = conn.cursor()
             cursor.row_factory = None  # plain tuples: the cheapest rows to format
-            cursor.execute(sql, params)
-            while batch := cursor.fetchmany(batch_size):
-                yield batch
+            for app_id in apps:
+                where, params = rollup_where(
+                    "event",
+                    {**filters, "app_id": app_id},
+                    filters.get("since"),
+                    filters.get("until"),
+                )
+                cursor.execute(select + where + " ORDER BY at, id", params)
+                while batch := cursor.fetchmany(batch_size):
+                    yield batch
+            conn.execute("COMMIT")
 
     def metrics(self) -> dict[str, Any]:
-        """The numbers of GET /metrics, read in one snapshot (README "Metrics" defines them)."""
+        """The numbers of GET /metrics, from the rollups (README "Metrics" defines them)."""
+
+        def read(conn: sqlite3.Connection) -> tuple[list, list, list]:
+            conn.execute("BEGIN")  # one snapshot for the three reads
+            try:
+                return (
+                    conn.execute(
+                        "SELECT app_id, action, sum(count) FROM rollup_day"
+                        " GROUP BY app_id, action ORDER BY app_id, action"
+                    ).fetchall(),
+                    conn.execute(
+                        "SELECT reason, sum(count) FROM refusal GROUP BY reason ORDER BY reason"
+                    ).fetchall(),
+                    conn.execute(
+                        "SELECT app_id, max(last_seen) FROM device GROUP BY app_id ORDER BY app_id"
+                    ).fetchall(),
+                )
+            finally:
+                conn.execute("COMMIT")
+
         with self.connection() as conn:
-            conn.execute("BEGIN")  # one snapshot for both reads; an error closes the connection
-            events = conn.execute(
-                "SELECT app_id, action, count(*) AS count, max(received_at) AS last_ms"
-                " FROM event GROUP BY app_id, action ORDER BY app_id, action"
-            ).fetchall()
-            refused = conn.execute(
-                "SELECT reason, sum(count) AS count FROM refusal GROUP BY reason ORDER BY reason"
-            ).fetchall()
-            conn.execute("COMMIT")
-        last: dict[str, int] = {}
-        for row in events:
-            last[row["app_id"]] = max(last.get(row["app_id"], 0), row["last_ms"])
+            events, refused, last = self._wait_for_lock(lambda: read(conn))
         return {
-            "events": [(r["app_id"], r["action"], r["count"]) for r in events],
-            "refused": [(r["reason"], r["count"]) for r in refused],
-            "last_received_ms": sorted(last.items()),
+            "events": [tuple(row) for row in events],
+            "refused": [tuple(row) for row in refused],
+            "last_event_ms": [tuple(row) for row in last],
             "size_bytes": self.size_bytes(),
         }
 
@@ -346,7 +367,9 @@ class Store:
         """
         try:
             with self.connection() as conn:
-                conn.execute("BEGIN IMMEDIATE")  # an error closes the connection: no lock kept
+                # Waits for another writer up to the busy timeout; an error closes the
+                # connection, so no lock is kept.
+                self._wait_for_lock(lambda: conn.execute("BEGIN IMMEDIATE"))
                 version = int(conn.execute("PRAGMA user_version").fetchone()[0])
                 conn.execute(f"PRAGMA user_version = {version}")
                 conn.execute("ROLLBACK")
@@ -361,6 +384,18 @@ class Store:
 
 # Every column of the event table, generated ones included.
 EVENT_COLUMNS = frozenset(("id", *COLUMNS, "bundle"))
+
+
+def _app_ids(conn: sqlite3.Connection) -> list[str]:
+    """Every app_id in the event table, one index seek per app (a loose index scan)."""
+    return [
+        app_id
+        for (app_id,) in conn.execute(
+            "WITH RECURSIVE app(id) AS (SELECT min(app_id) FROM event UNION ALL"
+            " SELECT (SELECT min(app_id) FROM event WHERE app_id > app.id) FROM app"
+            " WHERE app.id IS NOT NULL) SELECT id FROM app WHERE id IS NOT NULL"
+        )
+    ]
 
 
 def _is_busy(e: sqlite3.OperationalError) -> bool:

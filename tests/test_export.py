@@ -42,7 +42,7 @@ def read_csv(text):
     return header, rows
 
 
-def test_csv_export_has_one_header_row_and_one_row_per_event_oldest_first(runner, seeded):
+def test_csv_export_has_one_header_row_and_one_row_per_event_by_app_oldest_first(runner, seeded):
     header, rows = read_csv(run_export(runner))
     assert header == list(export.COLUMNS)
     assert [(r[header.index("app_id")], r[header.index("device_id")]) for r in rows] == [
@@ -50,6 +50,18 @@ def test_csv_export_has_one_header_row_and_one_row_per_event_oldest_first(runner
         ("com.a", "dev-2"),
         ("com.b", "dev-3"),
     ]
+
+
+def test_export_groups_events_by_app_before_ordering_them_by_time(client, runner):
+    now = int(time.time() * 1000)
+    batch = [
+        event(app_id="com.b", device_id="b-old", timestamp=now - 3000),
+        event(app_id="com.a", device_id="a-new", timestamp=now - 1000),
+        event(app_id="com.a", device_id="a-old", timestamp=now - 2000),
+    ]
+    client.post("/stats", data=json.dumps(batch))
+    lines = run_export(runner, "--format", "ndjson").splitlines()
+    assert [json.loads(line)["device_id"] for line in lines] == ["a-old", "a-new", "b-old"]
 
 
 def test_csv_export_writes_stored_values_as_text_and_null_as_an_empty_cell(runner, seeded, rows):

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -53,13 +54,31 @@ def test_metrics_count_refused_events_by_reason(client):
     assert samples['capgo_stats_refused_events_total{reason="invalid_json"}'] == 1
 
 
-def test_metrics_give_the_arrival_time_of_each_apps_newest_event(client, rows):
-    client.post("/stats", json=event(app_id="com.a"))
-    client.post("/stats", json=event(app_id="com.a", action="get"))
-    [newest] = rows("SELECT max(received_at) AS ms FROM event WHERE app_id = 'com.a'")
+def test_metrics_give_the_event_time_of_each_apps_newest_event(client, rows):
+    now = int(time.time() * 1000)
+    client.post("/stats", json=event(app_id="com.a", timestamp=now - 5000))
+    client.post("/stats", json=event(app_id="com.a", action="get", timestamp=now - 9000))
+    client.post("/stats", json=event(app_id="com.b", device_id="b1", timestamp=now - 1000))
     samples = scrape(client)
-    series = 'capgo_stats_last_event_received_timestamp_seconds{app_id="com.a"}'
-    assert samples[series] == newest["ms"] / 1000
+    series = 'capgo_stats_last_event_timestamp_seconds{{app_id="{}"}}'
+    assert samples[series.format("com.a")] == (now - 5000) / 1000
+    assert samples[series.format("com.b")] == (now - 1000) / 1000
+
+
+def test_metrics_counters_do_not_drop_when_old_raw_events_are_pruned(app, client, runner):
+    now = int(time.time() * 1000)
+    old = [event(device_id=f"d{i}", timestamp=now - 40 * 86_400_000) for i in range(3)]
+    client.post("/stats", data=json.dumps(old + [event(device_id="new", timestamp=now)]))
+    before = scrape(client)
+    result = runner.invoke(args=["prune", "--days", "30"])
+    assert result.exit_code == 0, result.output
+    assert app.extensions["store"].query("SELECT count(*) AS n FROM event") == [{"n": 1}]
+    after = scrape(client)
+    size = "capgo_stats_database_size_bytes"  # the only number that may move
+    assert {k: v for k, v in after.items() if k != size} == {
+        k: v for k, v in before.items() if k != size
+    }
+    assert before['capgo_stats_events_total{app_id="com.example.app",action="set"}'] == 4
 
 
 def test_metrics_give_the_database_size_on_disk(app, client):
@@ -91,7 +110,7 @@ def test_metrics_on_an_empty_database_describe_every_metric(client):
     for name, kind in [
         ("capgo_stats_events_total", "counter"),
         ("capgo_stats_refused_events_total", "counter"),
-        ("capgo_stats_last_event_received_timestamp_seconds", "gauge"),
+        ("capgo_stats_last_event_timestamp_seconds", "gauge"),
         ("capgo_stats_database_size_bytes", "gauge"),
     ]:
         assert f"# TYPE {name} {kind}\n" in text
@@ -140,6 +159,19 @@ def test_healthz_is_503_while_another_writer_holds_the_lock_and_ok_after(quick):
     other.execute("ROLLBACK")
     other.close()
     assert client.get("/healthz").status_code == 200
+
+
+def test_healthz_waits_for_a_short_write_instead_of_failing(tmp_path):
+    path = tmp_path / "busy.db"
+    client = create_app({"STATS_DB": str(path), "STATS_BUSY_TIMEOUT_MS": 5000}).test_client()
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.2, other.execute, ("ROLLBACK",))
+    release.start()
+    response = client.get("/healthz")
+    release.join()
+    other.close()
+    assert response.status_code == 200
 
 
 def test_healthz_is_503_when_the_database_file_is_gone(quick):
