@@ -252,7 +252,7 @@ def metrics_text() -> Response:
 
 
 def healthz() -> Any:
-    """GET /healthz: 200 when the database answers and takes writes, else 503 (no token)."""
+    """GET /healthz: 200 when the database answers and takes writes, else 503."""
     try:
         version = get_store().check_writable()
     except StoreUnavailable:

@@ -42,6 +42,15 @@ def test_openapi_json_describes_no_route_the_app_lacks(app):
     assert documented_operations() - app_operations(app) == set()
 
 
+def test_every_get_route_without_parameters_answers_head(app, client):
+    paths = [r.rule for r in app.url_map.iter_rules() if "GET" in r.methods and "<" not in r.rule]
+    assert "/metrics" in paths
+    for path in paths:
+        response = client.head(path)
+        assert response.status_code == 200, path
+        assert response.data == b"", path
+
+
 def test_openapi_json_is_served_as_kept_in_the_repository(client):
     response = client.get("/openapi.json")
     assert response.status_code == 200
