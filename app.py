@@ -5,14 +5,19 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
+import logging
 import os
 import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import click
 from flask import Flask, Response, current_app, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.datastructures import WWWAuthenticate
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, Unauthorized
 
 import events
 from store import Store, StoreUnavailable
@@ -25,7 +30,22 @@ DEFAULTS: dict[str, Any] = {
     "STATS_MAX_BODY": 4 * 1024 * 1024,
     "STATS_BUSY_TIMEOUT_MS": 5000,
     "STATS_DURABLE": False,
+    "STATS_MAX_DB_MB": 0,
+    "STATS_READ_TOKEN": "",
+    "STATS_INGEST_KEY": "",
+    "STATS_APP_IDS": "",
+    "STATS_HASH_SECRET": "",
 }
+
+# Routes anyone may call even when STATS_READ_TOKEN is set; every other route needs the token,
+# so a route added later is protected unless it is named here.
+OPEN_ENDPOINTS = frozenset({"liveness", "ingest"})
+
+# An oversized or refused body is read and dropped up to this size before we answer: a server
+# that closes a socket with unread data sends a reset, and the client never sees our answer.
+DRAIN_LIMIT = 16 * 1024 * 1024
+
+log = logging.getLogger("capgo_stats.app")
 
 
 class ApiError(HTTPException):
@@ -61,12 +81,15 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config["STATS_DB"],
         busy_timeout_ms=app.config["STATS_BUSY_TIMEOUT_MS"],
         durable=app.config["STATS_DURABLE"],
+        max_mb=app.config["STATS_MAX_DB_MB"],
     )
     store.ensure_schema()
     app.extensions["store"] = store
     app.extensions["actions"] = events.allowed_actions(app.config["STATS_EXTRA_ACTIONS"])
+    app.extensions["app_ids"] = events.names(app.config["STATS_APP_IDS"]) or None
 
     app.register_error_handler(HTTPException, handle_http_error)
+    app.before_request(check_access)
     app.add_url_rule("/stats", view_func=liveness, methods=["GET"])
     app.add_url_rule("/stats", view_func=ingest, methods=["POST"])
     app.add_url_rule("/stats/counts", view_func=counts, methods=["GET"])
@@ -74,6 +97,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     import cli
 
     cli.init_app(app)
+    _warn_if_flask_run_is_exposed(app)
     return app
 
 
@@ -107,6 +131,79 @@ def handle_http_error(e: HTTPException) -> Response:
     return response
 
 
+# -- access ------------------------------------------------------------------------------------
+
+
+def check_access() -> None:
+    """Before each request: the ingest key on POST /stats, the read token everywhere else."""
+    endpoint, config = request.endpoint, current_app.config
+    if endpoint is None:  # no route matched: the 404/405 answer tells nothing
+        return
+    if endpoint == "ingest":
+        key = config["STATS_INGEST_KEY"]
+        if key and not _same_secret(request.args.get("key", ""), key):
+            _drain_body()
+            raise ApiError(
+                403,
+                "invalid_key",
+                "This server takes events only with ?key=<STATS_INGEST_KEY> in statsUrl.",
+            )
+    elif endpoint not in OPEN_ENDPOINTS:
+        token = config["STATS_READ_TOKEN"]
+        if token and not _same_secret(_bearer_token(), token):
+            raise Unauthorized(
+                "Send the read token as the header Authorization: Bearer <STATS_READ_TOKEN>.",
+                www_authenticate=WWWAuthenticate("bearer", {"realm": "capgo-stats"}),
+            )
+
+
+def _bearer_token() -> str:
+    """The token of an `Authorization: Bearer <token>` header, or ''."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _same_secret(given: str, expected: str) -> bool:
+    """Compare a secret in constant time, so timing tells nothing of its value."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def is_loopback(host: str) -> bool:
+    """True when an address to listen on only takes connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def exposure_warning(hosts: list[str], read_token: str) -> str | None:
+    """The start-up warning for a server that others can reach while reads are open."""
+    exposed = [host for host in hosts if not is_loopback(host)]
+    if read_token or not exposed:
+        return None
+    return (
+        f"listening on {', '.join(exposed)} without STATS_READ_TOKEN: anyone who can reach"
+        " this port can read your stats. Set STATS_READ_TOKEN, or listen on 127.0.0.1."
+    )
+
+
+def _warn_if_flask_run_is_exposed(app: Flask) -> None:
+    """Under `flask run --host ...`, warn when the host is reachable and reads are open."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.info_name != "run" or "host" not in ctx.params:
+        return
+    message = exposure_warning([ctx.params["host"]], app.config["STATS_READ_TOKEN"])
+    if message:
+        log.warning(message)
+
+
+def stored_id(field: str, raw: str) -> str | None:
+    """A device_id or custom_id from a query, as the store holds it (for look-ups)."""
+    return events.stored_id(field, raw, current_app.config["STATS_HASH_SECRET"])
+
+
 def now_ms() -> int:
     """The current time in epoch milliseconds."""
     return time.time_ns() // 1_000_000
@@ -124,9 +221,9 @@ def ingest() -> Any:
     """POST /stats: store one event or a batch, answer per the plugin's protocol."""
     store, now = get_store(), now_ms()
     try:
-        data = request.get_data(cache=False)
-        items, is_batch = events.parse_body(data)
+        items, is_batch = events.parse_body(_read_body())
     except RequestEntityTooLarge:
+        _drain_body()
         limit = current_app.config["STATS_MAX_BODY"]
         _refuse_body(now, "body_too_large", f"The body is over {limit} bytes (STATS_MAX_BODY).")
         raise ApiError(413, "body_too_large", f"The body is over {limit} bytes.") from None
@@ -134,10 +231,11 @@ def ingest() -> Any:
         _refuse_body(now, e.code, e.message)
         raise ApiError(400, e.code, e.message) from None
 
-    actions = current_app.extensions["actions"]
+    actions, app_ids = current_app.extensions["actions"], current_app.extensions["app_ids"]
+    secret = current_app.config["STATS_HASH_SECRET"]
     rows, refusals, results = [], [], []
     for index, item in enumerate(items):
-        outcome = events.validate(item, actions, now)
+        outcome = events.validate(item, actions, now, app_ids=app_ids, secret=secret)
         if isinstance(outcome, events.Refusal):
             refusals.append(outcome)
             results.append(
@@ -171,6 +269,34 @@ def _write(store: Store, rows: list, refusals: list, now: int) -> None:
         ) from None
 
 
+def _read_body() -> bytes:
+    """The request body; RequestEntityTooLarge when it is over STATS_MAX_BODY."""
+    data = request.get_data(cache=False)
+    # werkzeug cuts a chunked body at the limit without an error: reading on tells.
+    if request.stream.read(1):
+        raise RequestEntityTooLarge()
+    return data
+
+
+def _drain_body() -> None:
+    """Read and drop what is left of the request body, up to DRAIN_LIMIT bytes."""
+    length = request.content_length
+    if length is None and not request.environ.get("wsgi.input_terminated"):
+        return  # no length and no end marker: nothing we can read safely
+    left = DRAIN_LIMIT if length is None else length
+    if left > DRAIN_LIMIT:
+        return  # too big to be worth it: the client gets a reset
+    stream = request.environ["wsgi.input"]
+    try:
+        while left > 0:
+            chunk = stream.read(min(left, 65536))
+            if not chunk:
+                return
+            left -= len(chunk)
+    except (OSError, ValueError):
+        return  # the client went away
+
+
 def _refuse_body(now: int, code: str, message: str) -> None:
     """Tally a body we could not read as events (no app or action is known)."""
     _write(get_store(), [], [events.Refusal(code, message)], now)
@@ -195,7 +321,7 @@ def _parse_time(name: str, value: str, end: bool) -> int:
             moment = datetime.fromisoformat(value.replace(" ", "+") if "T" in value else value)
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
         raise ApiError(
             400,
             "invalid_filter",

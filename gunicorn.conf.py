@@ -1,0 +1,42 @@
+"""gunicorn settings for capgo-stats: `gunicorn 'app:create_app()'` reads this file.
+
+Command-line flags win over these (`-b 127.0.0.1:9000`, `-w 3`); so does GUNICORN_CMD_ARGS.
+"""
+
+import os
+
+# Behind a reverse proxy on the same machine (see README, "Production"); -b 0.0.0.0:8000 to
+# listen on every interface.
+bind = "127.0.0.1:8000"
+
+# sync workers: one request at a time each, connection closed after the answer. Measured: gthread
+# piled keep-alive connections onto one worker in a third of runs, leaving the others idle.
+worker_class = "sync"
+workers = int(os.environ.get("WEB_CONCURRENCY", 0)) or 2 * (os.cpu_count() or 1)
+keepalive = 2  # only used by other worker classes; kept short for them
+
+# A worker that answers nothing for this long is replaced. Far above the database busy timeout
+# (STATS_BUSY_TIMEOUT_MS, 5 s), below the plugin's own 10-20 s timeouts.
+timeout = 30
+graceful_timeout = 10
+
+# Create the app (and the database schema) once, then fork the workers: no race between
+# workers creating the schema of a new database.
+preload_app = True
+
+# No access log: it would hold client IP addresses (and the ?key= of statsUrl).
+accesslog = None
+
+# No control socket (gunicorn >= 25): we do not use gunicornc, and two servers on one machine
+# would share its default path.
+control_socket_disable = True
+
+
+def when_ready(server):
+    """Warn once at start when the server listens beyond loopback and reads are open."""
+    from app import exposure_warning
+
+    hosts = [address[0] for address in server.cfg.address if isinstance(address, tuple)]
+    message = exposure_warning(hosts, os.environ.get("STATS_READ_TOKEN", ""))
+    if message:
+        server.log.warning(message)
