@@ -89,6 +89,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["app_ids"] = events.names(app.config["STATS_APP_IDS"]) or None
 
     app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(StoreUnavailable, handle_store_unavailable)
     app.before_request(check_access)
     app.add_url_rule("/stats", view_func=liveness, methods=["GET"])
     app.add_url_rule("/stats", view_func=ingest, methods=["POST"])
@@ -129,6 +130,13 @@ def handle_http_error(e: HTTPException) -> Response:
     body = error_response(e.code or 500, error, message)
     response.data, response.content_type = body.data, body.content_type
     return response
+
+
+def handle_store_unavailable(e: StoreUnavailable) -> Response:
+    """A read that met a missing database: 503, as for writes, not a 500."""
+    return error_response(
+        503, "storage_unavailable", "The database cannot be read right now. Retry later."
+    )
 
 
 # -- access ------------------------------------------------------------------------------------
