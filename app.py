@@ -10,6 +10,7 @@ import ipaddress
 import json
 import logging
 import os
+import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -20,7 +21,9 @@ from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, Unauthorized
 
 import events
-from store import Store, StoreUnavailable
+from store import DAY_MS, Store, StoreUnavailable
+
+log = logging.getLogger("capgo_stats")
 
 # Every setting, with its default; each can be overridden by the environment variable of the
 # same name, or by create_app(test_config).
@@ -30,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "STATS_MAX_BODY": 4 * 1024 * 1024,
     "STATS_BUSY_TIMEOUT_MS": 5000,
     "STATS_DURABLE": False,
+    "STATS_RETENTION_DAYS": 0,
     "STATS_MAX_DB_MB": 0,
     "STATS_READ_TOKEN": "",
     "STATS_INGEST_KEY": "",
@@ -45,7 +49,7 @@ OPEN_ENDPOINTS = frozenset({"liveness", "ingest"})
 # that closes a socket with unread data sends a reset, and the client never sees our answer.
 DRAIN_LIMIT = 16 * 1024 * 1024
 
-log = logging.getLogger("capgo_stats.app")
+OK_BODY = b'{"status": "ok"}'
 
 
 class ApiError(HTTPException):
@@ -64,7 +68,10 @@ def _from_env(name: str, default: Any) -> Any:
     if isinstance(default, bool):
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if isinstance(default, int):
-        return int(raw)
+        try:
+            return int(raw)
+        except ValueError:
+            raise RuntimeError(f"{name} must be a whole number, not {raw!r}") from None
     return raw
 
 
@@ -85,6 +92,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     store.ensure_schema()
     app.extensions["store"] = store
+    if app.config["STATS_RETENTION_DAYS"]:
+        start_retention(store, app.config["STATS_RETENTION_DAYS"])
     app.extensions["actions"] = events.allowed_actions(app.config["STATS_EXTRA_ACTIONS"])
     app.extensions["app_ids"] = events.names(app.config["STATS_APP_IDS"]) or None
 
@@ -100,6 +109,21 @@ def create_app(test_config: dict | None = None) -> Flask:
     cli.init_app(app)
     _warn_if_flask_run_is_exposed(app)
     return app
+
+
+def start_retention(store: Store, days: int) -> None:
+    """Prune raw events older than `days` now and then every hour, beside the requests."""
+
+    def prune_forever() -> None:
+        while True:
+            try:
+                deleted = store.prune(events.now_ms() - days * DAY_MS)
+                log.info("retention: deleted %d raw events older than %d days", deleted, days)
+            except Exception:  # a locked or missing database: try again next hour
+                log.exception("retention: prune failed")
+            time.sleep(3600)
+
+    threading.Thread(target=prune_forever, name="retention", daemon=True).start()
 
 
 def get_store() -> Store:
@@ -212,11 +236,6 @@ def stored_id(field: str, raw: str) -> str | None:
     return events.stored_id(field, raw, current_app.config["STATS_HASH_SECRET"])
 
 
-def now_ms() -> int:
-    """The current time in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
-
-
 # -- ingest ------------------------------------------------------------------------------------
 
 
@@ -227,7 +246,7 @@ def liveness() -> dict:
 
 def ingest() -> Any:
     """POST /stats: store one event or a batch, answer per the plugin's protocol."""
-    store, now = get_store(), now_ms()
+    store, now = get_store(), events.now_ms()
     try:
         items, is_batch = events.parse_body(_read_body())
     except RequestEntityTooLarge:
@@ -262,7 +281,7 @@ def ingest() -> Any:
         return {"status": "ok", "results": results}
     if refusals:
         raise ApiError(400, refusals[0].code, refusals[0].message)
-    return {"status": "ok"}
+    return Response(OK_BODY, mimetype="application/json")  # prebuilt: the hot path
 
 
 def _write(store: Store, rows: list, refusals: list, now: int) -> None:
@@ -346,6 +365,8 @@ def parse_filters() -> dict:
     for name in ("app_id", "action", "platform"):
         value = args.get(name)
         filters[name] = value if value else None
+    if filters["platform"]:
+        filters["platform"] = filters["platform"].lower()  # stored lowercased
     for name in ("since", "until"):
         value = args.get(name)
         filters[name] = _parse_time(name, value, name == "until") if value else None

@@ -6,8 +6,8 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-import events
-from store import StoreUnavailable
+from events import now_ms, stored_id
+from store import DAY_MS, StoreUnavailable, day_of
 
 
 @click.command("init-db")
@@ -36,8 +36,8 @@ def forget_device_command(device: str) -> None:
     secret = current_app.config["STATS_HASH_SECRET"]
     # Also the raw form when hashing is on: rows stored before the secret was set hold it.
     secrets = ["", secret] if secret else [""]
-    device_ids = {events.stored_id("device_id", device, s) for s in secrets}
-    custom_ids = {events.stored_id("custom_id", device, s) for s in secrets}
+    device_ids = {stored_id("device_id", device, s) for s in secrets}
+    custom_ids = {stored_id("custom_id", device, s) for s in secrets}
     try:
         deleted = current_app.extensions["store"].forget_device(
             sorted(i for i in device_ids if i), sorted(i for i in custom_ids if i)
@@ -47,7 +47,30 @@ def forget_device_command(device: str) -> None:
     click.echo(f"Deleted {deleted} event{'' if deleted == 1 else 's'} of that device.")
 
 
+@click.command("prune")
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    help="Keep this many days of raw events. Default: STATS_RETENTION_DAYS.",
+)
+@with_appcontext
+def prune_command(days: int | None) -> None:
+    """Delete raw events older than N days; counts, versions and timelines keep them.
+
+    \b
+    Example, from cron every night:
+        flask prune --days 90
+    """
+    days = days or current_app.config["STATS_RETENTION_DAYS"]
+    if not days:
+        raise click.UsageError("Give --days N, or set STATS_RETENTION_DAYS.")
+    before = now_ms() - days * DAY_MS
+    deleted = current_app.extensions["store"].prune(before)
+    click.echo(f"Deleted {deleted} raw events older than {days} days (before {day_of(before)}).")
+
+
 def init_app(app: Flask) -> None:
     """Register the commands on the app."""
     app.cli.add_command(init_db_command)
     app.cli.add_command(forget_device_command)
+    app.cli.add_command(prune_command)

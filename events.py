@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +71,9 @@ OPTIONAL = {
     "key_id": 64,
     "install_source": 64,
 }
+# The rule Capgo's own receiver applies: an app id is a reverse-domain name (com.example.app).
+APP_ID = re.compile(r"[a-z0-9]+(\.[\w-]+)+", re.IGNORECASE | re.ASCII)
+
 METADATA_MAX_KEYS, METADATA_MAX_KEY, METADATA_MAX_VALUE = 64, 128, 4096
 
 # A device clock is believed when it is at most a year behind or a day ahead of arrival:
@@ -251,6 +256,11 @@ def validate(
         problem = _check_string(name, value, limit)
         if problem:
             return refuse("invalid_field", problem)
+    if not APP_ID.fullmatch(event["app_id"]):
+        return refuse(
+            "invalid_field",
+            f'"app_id" must be a reverse-domain name such as com.example.app, not {app_label!r}.',
+        )
     if app_ids is not None and event["app_id"] not in app_ids:
         return refuse("unknown_app", f'"{app_label}" is not an app of this server (STATS_APP_IDS).')
     if event["action"] not in actions:
@@ -313,11 +323,11 @@ def names(setting: str) -> frozenset[str]:
     return frozenset(name.strip() for name in setting.split(",") if name.strip())
 
 
+def now_ms() -> int:
+    """The current time in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
 def allowed_actions(extra: str) -> frozenset[str]:
     """The known actions plus the comma-separated extra names an operator configured."""
     return KNOWN_ACTIONS | names(extra)
-
-
-def bundle_of(version_name: str) -> str:
-    """The bundle version of a version_name: the part before the first ':'."""
-    return version_name.split(":", 1)[0]

@@ -11,17 +11,18 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from events import COLUMNS, Refusal
 
 SCHEMA = Path(__file__).with_name("schema.sql")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 log = logging.getLogger("capgo_stats.store")
+T = TypeVar("T")
 
 INSERT_EVENT = (
     f"INSERT INTO event ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
@@ -66,12 +67,12 @@ class Store:
         conn = sqlite3.connect(
             f"file:{self.path}?mode={mode}",
             uri=True,
-            timeout=self.busy_timeout_ms / 1000,
+            # Lock waits are ours (see _wait_for_lock), except while creating or migrating.
+            timeout=self.busy_timeout_ms / 1000 if create else 0,
             isolation_level=None,  # we issue BEGIN/COMMIT ourselves
             check_same_thread=False,  # pooled; never used by two threads at once
         )
         conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {'FULL' if self.durable else 'NORMAL'}")
         if self.max_mb:  # a full database answers like a full disk: SQLITE_FULL
@@ -112,6 +113,29 @@ class Store:
             raise
         self._pool.append(conn)
 
+    def _wait_for_lock(self, attempt: Callable[[], T]) -> T:
+        """Run attempt(), trying again while another connection holds the lock.
+
+        SQLite's own busy handler sleeps at least a millisecond between tries, more than a
+        whole write of ours takes, so two workers writing at once lost most of their time
+        asleep. Polling from 0.1 ms up lets them take turns; the total wait is still capped
+        by the busy timeout, after which the caller answers 503.
+        """
+        deadline, delay = None, 0.0001
+        while True:
+            try:
+                return attempt()
+            except sqlite3.OperationalError as e:
+                if not _is_busy(e):
+                    raise
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.busy_timeout_ms / 1000
+                if now >= deadline:
+                    raise
+                time.sleep(min(delay, deadline - now))
+                delay = min(delay * 2, 0.005)
+
     def _drop_pool(self) -> None:
         """Close every pooled connection."""
         while self._pool:
@@ -120,11 +144,23 @@ class Store:
     # -- schema ------------------------------------------------------------------------------
 
     def ensure_schema(self) -> None:
-        """Create the database from schema.sql when it is new; a no-op when it is current."""
+        """Create the database when new, or migrate it to SCHEMA_VERSION; once per process."""
         conn = self._connect(create=True)
         try:
-            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                conn.executescript(SCHEMA.read_text())
+            if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+                return
+            conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see it
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version == 1:
+                    log.warning("migrating %s to schema %d (rollups)", self.path, SCHEMA_VERSION)
+                    _migrate_1_to_2(conn)
+                elif version < SCHEMA_VERSION:
+                    _run_script(conn, SCHEMA.read_text())
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
         finally:
             conn.close()
 
@@ -157,7 +193,7 @@ class Store:
         day = day_of(now_ms)
         try:
             with self.connection(write=True) as conn:
-                conn.execute("BEGIN IMMEDIATE")
+                self._wait_for_lock(lambda: conn.execute("BEGIN IMMEDIATE"))
                 try:
                     if rows:
                         conn.executemany(INSERT_EVENT, rows)
@@ -180,16 +216,17 @@ class Store:
             self._report_recovery()
 
     def forget_device(self, device_ids: list[str], custom_ids: list[str]) -> int:
-        """Delete every event of the devices with these ids; return how many were deleted.
+        """Delete every event and per-device row of these devices; return how many events.
 
         A device is matched by its device_id, or by a custom_id it sent in any of its events
-        (so its events from before the app set a custom_id go too).
+        (so its events from before the app set a custom_id go too). The rollups keep their
+        counts: they hold no device ids.
         """
         customs = ", ".join("?" * len(custom_ids))
         try:
             with self.connection(write=True) as conn:
-                with conn:  # BEGIN ... COMMIT, or ROLLBACK on error
-                    conn.execute("BEGIN IMMEDIATE")
+                self._wait_for_lock(lambda: conn.execute("BEGIN IMMEDIATE"))
+                try:
                     devices = device_ids + [
                         row[0]
                         for row in conn.execute(
@@ -198,13 +235,20 @@ class Store:
                         )
                     ]
                     marks = ", ".join("?" * len(devices))
-                    return conn.execute(
+                    deleted = conn.execute(
                         f"DELETE FROM event WHERE device_id IN ({marks})"
                         f" OR custom_id IN ({customs})",
                         devices + custom_ids,
                     ).rowcount
+                    for table in ("device", "device_day"):
+                        conn.execute(f"DELETE FROM {table} WHERE device_id IN ({marks})", devices)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
         except sqlite3.DatabaseError as e:
             raise StoreUnavailable(str(e)) from None
+        return deleted
 
     def _report_fault(self, message: str) -> None:
         """Log a fault once, not once per request."""
@@ -225,34 +269,149 @@ class Store:
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
         """Run a read query and return its rows as dicts."""
         with self.connection() as conn:
-            return [dict(row) for row in conn.execute(sql, tuple(params))]
+            return self._wait_for_lock(
+                lambda: [dict(row) for row in conn.execute(sql, tuple(params))]
+            )
 
     def counts(self, filters: dict) -> list[dict]:
-        """Event counts grouped by app and action, biggest first."""
-        where, params = event_where(filters)
-        return self.query(
-            "SELECT app_id, action, count(*) AS count FROM event"
-            f" WHERE {where} GROUP BY app_id, action ORDER BY count DESC, app_id, action",
-            params,
-        )
+        """Event counts grouped by app and action, biggest first (from the rollups)."""
+        totals: dict[tuple[str, str], int] = {}
+        for table, lo, hi in time_segments(filters.get("since"), filters.get("until")):
+            where, params = rollup_where(table, filters, lo, hi)
+            count = "count(*)" if table == "event" else "sum(count)"
+            for row in self.query(
+                f"SELECT app_id, action, {count} AS n FROM {table} WHERE {where}"
+                " GROUP BY app_id, action",
+                params,
+            ):
+                key = (row["app_id"], row["action"])
+                totals[key] = totals.get(key, 0) + row["n"]
+        ordered = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [{"app_id": a, "action": b, "count": n} for (a, b), n in ordered]
+
+    # -- retention ---------------------------------------------------------------------------
+
+    def prune(self, before_ms: int, chunk: int = 5000) -> int:
+        """Delete raw events older than before_ms, a chunk per transaction; rollups stay."""
+        deleted = 0
+        for (app_id,) in self._rows("SELECT DISTINCT app_id FROM device"):
+            while True:
+                n = self._execute_write(
+                    "DELETE FROM event WHERE id IN (SELECT id FROM event"
+                    " WHERE app_id = ? AND at < ? LIMIT ?)",
+                    (app_id, before_ms, chunk),
+                )
+                deleted += n
+                if n < chunk:
+                    break
+        # device_day only stops a device being counted twice in a day; a late event can still
+        # arrive for any day inside the plausibility window, so keep those days.
+        oldest_day = min(before_ms, int(time.time() * 1000) - DEVICE_DAY_KEEP_MS) // DAY_MS
+        self._execute_write("DELETE FROM device_day WHERE day < ?", (oldest_day,))
+        return deleted
+
+    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        """Run a read query and return plain tuples."""
+        with self.connection() as conn:
+            return self._wait_for_lock(
+                lambda: [tuple(row) for row in conn.execute(sql, tuple(params))]
+            )
+
+    def _execute_write(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """Run one write statement in its own transaction; return the rows it changed."""
+        with self.connection(write=True) as conn:
+            self._wait_for_lock(lambda: conn.execute("BEGIN IMMEDIATE"))
+            try:
+                changed = conn.execute(sql, tuple(params)).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return changed
 
 
-# Filter name -> SQL condition on the event table; values are always bound parameters.
-EVENT_FILTERS = {
-    "app_id": "app_id = ?",
-    "action": "action = ?",
-    "platform": "platform = ?",
-    "since": "at >= ?",
-    "until": "at < ?",
-}
+def _is_busy(e: sqlite3.OperationalError) -> bool:
+    """True for "database is locked" / "database is busy": another connection is writing."""
+    message = str(e)
+    return "locked" in message or "busy" in message
 
 
-def event_where(filters: dict) -> tuple[str, list]:
-    """A WHERE clause and its parameters for the given filters (None means no filter)."""
+HOUR_MS, DAY_MS = 3_600_000, 86_400_000
+DEVICE_DAY_KEEP_MS = 367 * DAY_MS  # events.PLAUSIBLE_PAST_MS, and a day to spare
+
+
+def time_segments(since: int | None, until: int | None) -> list[tuple[str, int | None, int | None]]:
+    """Split the time range [since, until) into (table, lo, hi) pieces, coarsest table first.
+
+    Whole days come from rollup_day, whole hours from rollup_hour, and only the ragged
+    minutes at the edges from raw events, so a count is exact and still reads little.
+    lo/hi are in the table's own unit (day number, hour number, or ms); None is open.
+    """
+    if since is not None and until is not None and since >= until:
+        return []
+    d_lo = None if since is None else -(-since // DAY_MS)
+    d_hi = None if until is None else until // DAY_MS
+    if d_lo is not None and d_hi is not None and d_lo >= d_hi:
+        return _hour_segments(since, until)
+    edges = []
+    if since is not None:
+        edges += _hour_segments(since, d_lo * DAY_MS)
+    if until is not None:
+        edges += _hour_segments(d_hi * DAY_MS, until)
+    return [("rollup_day", d_lo, d_hi), *edges]
+
+
+def _hour_segments(lo_ms: int, hi_ms: int) -> list[tuple[str, int | None, int | None]]:
+    """Split a bounded range into whole hours and raw-event edges."""
+    if lo_ms >= hi_ms:
+        return []
+    h_lo, h_hi = -(-lo_ms // HOUR_MS), hi_ms // HOUR_MS
+    if h_lo >= h_hi:
+        return [("event", lo_ms, hi_ms)]
+    pieces = [("event", lo_ms, h_lo * HOUR_MS), ("rollup_hour", h_lo, h_hi)]
+    pieces.append(("event", h_hi * HOUR_MS, hi_ms))
+    return [p for p in pieces if p[0] != "event" or p[1] < p[2]]
+
+
+TIME_COLUMN = {"event": "at", "rollup_hour": "hour", "rollup_day": "day"}
+
+
+def rollup_where(table: str, filters: dict, lo: int | None, hi: int | None) -> tuple[str, list]:
+    """WHERE clause and parameters for app_id/action/platform filters and a time piece."""
     clauses, params = ["1 = 1"], []
-    for name, condition in EVENT_FILTERS.items():
-        value = filters.get(name)
-        if value is not None:
-            clauses.append(condition)
-            params.append(value)
+    for name in ("app_id", "action", "platform"):
+        if filters.get(name) is not None:
+            clauses.append(f"{name} = ?")
+            params.append(filters[name])
+    column = TIME_COLUMN[table]
+    if lo is not None:
+        clauses.append(f"{column} >= ?")
+        params.append(lo)
+    if hi is not None:
+        clauses.append(f"{column} < ?")
+        params.append(hi)
     return " AND ".join(clauses), params
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Execute a SQL script statement by statement inside the caller's transaction.
+
+    (executescript() would commit first, and a migration must be all or nothing.)
+    """
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            conn.execute(statement)
+            statement = ""
+
+
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    """Add the rollups and fill them by replaying every stored event through their trigger."""
+    for index in ("event#dedupe", "event#at", "event#device_id#at"):
+        conn.execute(f'DROP INDEX IF EXISTS "{index}"')
+    conn.execute("ALTER TABLE event RENAME TO event_v1")
+    _run_script(conn, SCHEMA.read_text())
+    columns = ", ".join(("id", *COLUMNS))
+    conn.execute(f"INSERT INTO event ({columns}) SELECT {columns} FROM event_v1 ORDER BY id")
+    conn.execute("DROP TABLE event_v1")

@@ -20,6 +20,12 @@ def test_create_app_reads_settings_from_stats_environment_variables(tmp_path, mo
     assert (tmp_path / "env.db").exists()
 
 
+def test_a_setting_that_is_not_a_number_stops_the_app_with_a_clear_message(monkeypatch):
+    monkeypatch.setenv("STATS_MAX_BODY", "4MB")
+    with pytest.raises(RuntimeError, match="STATS_MAX_BODY must be a whole number"):
+        create_app()
+
+
 def test_the_default_database_is_stats_db_in_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.delenv("STATS_DB", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -28,8 +34,10 @@ def test_the_default_database_is_stats_db_in_the_working_directory(tmp_path, mon
 
 
 def test_the_database_is_created_on_first_use_with_its_schema_version(app):
+    from store import SCHEMA_VERSION
+
     store = app.extensions["store"]
-    assert store.query("PRAGMA user_version") == [{"user_version": 1}]
+    assert store.query("PRAGMA user_version") == [{"user_version": SCHEMA_VERSION}]
     assert store.query("PRAGMA journal_mode") == [{"journal_mode": "wal"}]
 
 

@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import events
+from app import create_app
 from payloads import BATCH_IOS_8, event
 
 # Bounded: this file runs in a few seconds. Function-scoped fixtures are fine here, since each
@@ -215,14 +216,29 @@ def test_a_known_nasty_body_gets_200_or_a_4xx_and_stores_only_valid_events(clien
 
 
 @pytest.mark.parametrize("value", [SQL_LIKE, SCRIPT_LIKE, "Robert'); DROP TABLE event;--"])
-def test_sql_and_script_looking_strings_are_stored_and_served_verbatim(client, rows, value):
-    response = client.post("/stats", json=event(app_id=value, custom_id=value, version_name=value))
-    assert response.status_code == 200
+def test_sql_and_script_looking_strings_are_stored_verbatim_and_harmless_as_filters(
+    client, rows, value
+):
+    body = event(custom_id=value, version_name=value, version_build=value, metadata={"k": value})
+    assert client.post("/stats", json=body).status_code == 200
     [row] = rows()
-    assert row["app_id"] == row["custom_id"] == row["version_name"] == value
-    counts = client.get("/stats/counts", query_string={"app_id": value})
-    assert counts.json == {"counts": [{"app_id": value, "action": "set", "count": 1}]}
-    assert counts.mimetype == "application/json"
+    assert row["custom_id"] == row["version_name"] == row["version_build"] == value
+    assert json.loads(row["metadata"]) == {"k": value}
+    counts = client.get("/stats/counts", query_string={"app_id": value, "platform": value})
+    assert counts.json == {"counts": []}
+    assert len(rows()) == 1
+
+
+def test_script_and_sql_looking_names_come_back_verbatim_in_json(tmp_path):
+    # An operator may accept any action name; /stats/counts serves it as sent, as JSON.
+    names = [SCRIPT_LIKE, "x'); DROP TABLE event;--"]
+    app = create_app({"STATS_DB": str(tmp_path / "x.db"), "STATS_EXTRA_ACTIONS": ",".join(names)})
+    client = app.test_client()
+    for name in names:
+        assert client.post("/stats", json=event(action=name)).status_code == 200
+    response = client.get("/stats/counts")
+    assert response.mimetype == "application/json"
+    assert sorted(c["action"] for c in response.json["counts"]) == sorted(names)
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "TRACE"])

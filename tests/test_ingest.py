@@ -126,6 +126,9 @@ BAD_SINGLE_EVENTS = [
     ("unknown action", event(action="launch_rockets"), "unknown_action"),
     ("action is a number", event(action=3), "invalid_field"),
     ("app_id is a list", event(app_id=["com.x"]), "invalid_field"),
+    ("app_id is not reverse-domain", event(app_id="my app"), "invalid_field"),
+    ("app_id has one segment", event(app_id="myapp"), "invalid_field"),
+    ("app_id starts with a dot", event(app_id=".com.example"), "invalid_field"),
     ("device_id too long", event(device_id="x" * 129), "invalid_field"),
     ("version_code is a number", event(version_code=120), "invalid_field"),
     ("custom_id too long", event(custom_id="x" * 1025), "invalid_field"),
@@ -162,6 +165,15 @@ def test_a_bad_single_event_gets_a_400_with_its_code_and_nothing_is_stored(
     assert set(response.json) == {"error", "message"}
     assert response.json["message"]
     assert rows() == []
+
+
+@pytest.mark.parametrize(
+    "app_id",
+    ["io.ionic.starter", "com.my-company.app_2", "ee.forgr.capacitor_go", "COM.Example.App"],
+)
+def test_every_reverse_domain_app_id_is_accepted(client, rows, app_id):
+    assert post(client, event(app_id=app_id)).status_code == 200
+    assert rows()[0]["app_id"] == app_id
 
 
 def test_null_in_an_optional_field_counts_as_absent(client, rows):

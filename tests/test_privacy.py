@@ -167,3 +167,14 @@ def test_no_ip_address_or_request_header_is_stored_or_logged(tmp_path, caplog):
         assert marker.encode() not in stored
         assert marker not in caplog.text
     assert "dev-marker" not in caplog.text
+
+
+def test_forget_device_also_deletes_its_rows_in_the_per_device_tables(app, client, runner):
+    seed(client)
+    runner.invoke(args=["forget-device", EMAIL])
+    store = app.extensions["store"]
+    for table in ("device", "device_day"):
+        left = store.query(f"SELECT DISTINCT device_id FROM {table}")
+        assert left == [{"device_id": "bystander"}], table
+    # The rollups hold counts only, and keep them.
+    assert store.query("SELECT sum(count) AS n FROM rollup_day") == [{"n": 3}]

@@ -1,0 +1,27 @@
+"""The benchmark still runs: a smoke size in CI, the real figures live in bench/RESULTS.md."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is installed by .ci/run")
+def test_the_benchmark_runs_at_smoke_size_and_writes_every_figure(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = out.read_text()
+    assert "single-event ingest, ours / bare Flask route" in text
+    assert "200-event batches" in text
+    assert "| 1,000 |" in text and "| 5,000 |" in text
+    assert "bytes/event" in text

@@ -1,0 +1,247 @@
+"""Rollups, retention and the schema migration: reports must not depend on raw events."""
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import events
+from app import create_app
+from payloads import event
+
+HOUR, DAY = 3_600_000, 86_400_000
+NOW = events.now_ms()
+
+
+def post(client, batch):
+    response = client.post("/stats", data=json.dumps(batch))
+    assert response.status_code == 200, response.json
+    return response
+
+
+def raw_counts(store, since=None, until=None, **eq):
+    """Counts straight from raw events: what the rollups must agree with."""
+    clauses, params = ["1 = 1"], []
+    for name, value in eq.items():
+        clauses.append(f"{name} = ?")
+        params.append(value)
+    if since is not None:
+        clauses.append("at >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append("at < ?")
+        params.append(until)
+    rows = store.query(
+        "SELECT app_id, action, count(*) AS count FROM event"
+        f" WHERE {' AND '.join(clauses)} GROUP BY app_id, action",
+        params,
+    )
+    return sorted(rows, key=lambda r: (-r["count"], r["app_id"], r["action"]))
+
+
+def iso(ms):
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+offsets = st.integers(min_value=0, max_value=5 * DAY)
+random_events = st.lists(
+    st.tuples(
+        st.sampled_from(["com.a", "com.b"]),
+        st.sampled_from(["set", "set_fail", "app_moved_to_foreground"]),
+        st.sampled_from(["ios", "android"]),
+        offsets,
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=random_events, since=st.none() | offsets, until=st.none() | offsets)
+def test_counts_from_rollups_equal_counts_from_raw_events_for_any_time_range(
+    tmp_path_factory, batch, since, until
+):
+    app = create_app({"STATS_DB": str(tmp_path_factory.mktemp("db") / "s.db")})
+    client = app.test_client()
+    post(
+        client,
+        [
+            event(app_id=a, action=act, platform=p, device_id=f"d{i}", timestamp=NOW - off)
+            for i, (a, act, p, off) in enumerate(batch)
+        ],
+    )
+    since_ms = None if since is None else NOW - since
+    until_ms = None if until is None else NOW - until
+    query = "&".join(
+        f"{name}={iso(ms).replace('+', '%2B')}"
+        for name, ms in (("since", since_ms), ("until", until_ms))
+        if ms is not None
+    )
+    got = client.get(f"/stats/counts?{query}").json["counts"]
+    assert got == raw_counts(app.extensions["store"], since_ms, until_ms)
+    got = client.get(f"/stats/counts?platform=ios&{query}").json["counts"]
+    assert got == raw_counts(app.extensions["store"], since_ms, until_ms, platform="ios")
+
+
+def test_duplicates_and_refused_events_never_reach_the_rollups(client, rows):
+    batch = [event(timestamp=NOW - i, device_id=f"d{i}") for i in range(5)]
+    post(client, batch)
+    post(client, batch)  # resent: stored once
+    post(client, [event(action="not_real"), event(app_id="")])
+    assert rows("SELECT sum(count) AS n FROM rollup_hour") == [{"n": 5}]
+    assert rows("SELECT sum(count) AS n FROM rollup_day") == [{"n": 5}]
+    assert rows("SELECT sum(devices) AS n FROM active_day") == [{"n": 5}]
+
+
+def test_a_device_runs_the_bundle_of_its_latest_event_that_is_not_a_failure(client, rows):
+    post(
+        client,
+        [
+            event(action="set", version_name="1.0.0", timestamp=NOW - 50_000),
+            event(action="download_complete", version_name="1.1.0", timestamp=NOW - 40_000),
+            event(action="set_fail", version_name="1.1.0", timestamp=NOW - 30_000),
+            event(action="app_moved_to_foreground", version_name="1.0.0", timestamp=NOW - 20_000),
+            # arrives late, but happened first: does not change the current bundle
+            event(action="set", version_name="0.9.0", timestamp=NOW - 90_000),
+        ],
+    )
+    [device] = rows("SELECT bundle, bundle_at, first_seen, last_seen FROM device")
+    assert device == {
+        "bundle": "1.0.0",
+        "bundle_at": NOW - 20_000,
+        "first_seen": NOW - 90_000,
+        "last_seen": NOW - 20_000,
+    }
+
+
+def test_a_set_replacing_another_bundle_counts_an_uninstall_of_the_old_one(client, rows):
+    post(
+        client,
+        [
+            event(action="set", version_name="1.1.0", old_version_name="1.0.0"),
+            event(action="set", version_name="1.1.0", old_version_name="1.1.0", device_id="b"),
+            event(action="set", version_name="1.1.0", old_version_name="", device_id="c"),
+        ],
+    )
+    assert rows("SELECT bundle, count FROM uninstall_day") == [{"bundle": "1.0.0", "count": 1}]
+
+
+def seed_history(client):
+    """Events over the last 40 days, at odd minutes, across two apps."""
+    batch = [
+        event(
+            app_id=("com.a", "com.b")[i % 2],
+            action=("set", "set_fail", "app_moved_to_foreground")[i % 3],
+            device_id=f"d{i % 7}",
+            version_name=("1.0.0", "1.1.0")[i % 2],
+            timestamp=NOW - i * 7 * HOUR - i * 61_000,
+        )
+        for i in range(140)
+    ]
+    post(client, batch)
+
+
+def report_views(client):
+    """What a user reads: counts over several ranges, aligned and not."""
+    queries = ["", "?app_id=com.a", f"?since={iso(NOW - 35 * DAY)}", "?until=2099-01-01"]
+    return {q: client.get("/stats/counts" + q).json for q in queries}
+
+
+def test_prune_deletes_old_raw_events_and_reports_stay_exactly_as_they_were(app, client, rows):
+    seed_history(client)
+    before = report_views(client)
+    deleted = app.extensions["store"].prune(NOW - 10 * DAY, chunk=7)
+    assert deleted == rows("SELECT 140 - count(*) AS n FROM event")[0]["n"]
+    assert deleted > 90
+    assert rows("SELECT min(at) >= ? AS ok FROM event", (NOW - 10 * DAY,)) == [{"ok": 1}]
+    assert report_views(client) == before
+
+
+def test_flask_prune_says_how_many_raw_events_it_deleted(app, client, runner, rows):
+    seed_history(client)
+    kept = rows("SELECT count(*) AS n FROM event WHERE at >= ?", (NOW - 20 * DAY,))[0]["n"]
+    result = runner.invoke(args=["prune", "--days", "20"])
+    assert result.exit_code == 0, result.output
+    assert f"Deleted {140 - kept} raw events older than 20 days" in result.output
+    assert rows("SELECT count(*) AS n FROM event") == [{"n": kept}]
+
+
+def test_flask_prune_needs_days_when_no_retention_is_set(runner):
+    result = runner.invoke(args=["prune"])
+    assert result.exit_code == 2
+    assert "--days" in result.output
+
+
+def test_flask_prune_refuses_zero_days(runner):
+    assert runner.invoke(args=["prune", "--days", "0"]).exit_code == 2
+
+
+V1_SCHEMA = Path(__file__).with_name("data") / "schema_v1.sql"
+
+
+def test_a_version_1_database_is_migrated_with_its_rollups_backfilled(tmp_path):
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(V1_SCHEMA.read_text())
+    columns = ", ".join(events.COLUMNS)
+    rows_v1 = []
+    for i in range(60):
+        row = events.validate(
+            event(
+                app_id=("com.a", "com.b")[i % 2],
+                action=("set", "set_fail", "download_complete")[i % 3],
+                device_id=f"D{i % 9}",
+                version_name=f"1.{i % 4}.0",
+                old_version_name="1.0.0",
+                timestamp=NOW - i * 5 * HOUR,
+            ),
+            events.KNOWN_ACTIONS,
+            NOW,
+        )
+        rows_v1.append(row)
+    old.executemany(
+        f"INSERT INTO event ({columns}) VALUES ({', '.join('?' * len(events.COLUMNS))})", rows_v1
+    )
+    old.execute("INSERT INTO refusal VALUES ('2026-11-01', 'com.a', 'unknown_action', 'x', 3)")
+    old.commit()
+    old.close()
+
+    app = create_app({"STATS_DB": str(path)})
+    store = app.extensions["store"]
+    assert store.query("PRAGMA user_version") == [{"user_version": 2}]
+    assert store.query("SELECT count(*) AS n FROM event") == [{"n": 60}]
+    assert store.query("SELECT sum(count) AS n FROM rollup_day") == [{"n": 60}]
+    assert store.query("SELECT count(*) AS n FROM device") == [{"n": 18}]  # 9 ids x 2 apps
+    assert store.query("SELECT count(*) AS n FROM refusal") == [{"n": 1}]
+    client = app.test_client()
+    assert client.get("/stats/counts").json["counts"] == raw_counts(store)
+    # the dedupe index came through: a resend of a migrated event is not stored again
+    resend = event(
+        app_id="com.a", action="set", device_id="D0", version_name="1.0.0",
+        old_version_name="1.0.0", timestamp=NOW,
+    )  # fmt: skip
+    post(client, [resend])
+    assert store.query("SELECT count(*) AS n FROM event") == [{"n": 60}]
+    # and migrating again is a no-op
+    create_app({"STATS_DB": str(path)})
+    assert store.query("SELECT sum(count) AS n FROM rollup_day") == [{"n": 60}]
+
+
+def test_the_server_applies_stats_retention_days_by_itself(tmp_path):
+    path = str(tmp_path / "r.db")
+    seed_history(create_app({"STATS_DB": path}).test_client())
+    app = create_app({"STATS_DB": path, "STATS_RETENTION_DAYS": 10})
+    store = app.extensions["store"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        oldest = store.query("SELECT min(at) AS at FROM event")[0]["at"]
+        if oldest >= NOW - 10 * DAY:
+            break
+        time.sleep(0.05)
+    assert oldest >= NOW - 10 * DAY
+    assert store.query("SELECT sum(count) AS n FROM rollup_day") == [{"n": 140}]
