@@ -4,6 +4,7 @@ Command-line flags win over these (`-b 127.0.0.1:9000`, `-w 3`); so does GUNICOR
 """
 
 import os
+import sys
 
 # Behind a reverse proxy on the same machine (see README, "Production"); -b 0.0.0.0:8000 to
 # listen on every interface.
@@ -15,14 +16,14 @@ worker_class = "sync"
 workers = int(os.environ.get("WEB_CONCURRENCY", 0)) or 2 * (os.cpu_count() or 1)
 keepalive = 2  # only used by other worker classes; kept short for them
 
-# A worker that answers nothing for this long is replaced. Far above the database busy timeout
-# (STATS_BUSY_TIMEOUT_MS, 5 s), below the plugin's own 10-20 s timeouts.
+# A worker silent this long is stuck, and is replaced. A request waits at most the busy timeout
+# for the database (STATS_BUSY_TIMEOUT_MS, 5 s), well inside the plugin's 10-20 s timeouts.
 timeout = 30
 graceful_timeout = 10
 
-# Create the app (and the database schema) once, then fork the workers: no race between
-# workers creating the schema of a new database.
-preload_app = True
+# No preload_app: each worker creates its app after the fork, so no database connection (nor the
+# STATS_RETENTION_DAYS thread) is ever shared across a fork. Workers starting together on a new
+# database wait for each other (store.py).
 
 # No access log: it would hold client IP addresses (and the ?key= of statsUrl).
 accesslog = None
@@ -34,6 +35,7 @@ control_socket_disable = True
 
 def when_ready(server):
     """Warn once at start when the server listens beyond loopback and reads are open."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also under --chdir
     from app import exposure_warning
 
     hosts = [address[0] for address in server.cfg.address if isinstance(address, tuple)]

@@ -73,7 +73,9 @@ class Store:
             check_same_thread=False,  # pooled; never used by two threads at once
         )
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode = WAL")
+        # Switching a new database to WAL needs it to itself and does not wait: workers that
+        # start together on a new file got "database is locked" here, so we wait for it.
+        self._wait_for_lock(lambda: conn.execute("PRAGMA journal_mode = WAL"))
         conn.execute(f"PRAGMA synchronous = {'FULL' if self.durable else 'NORMAL'}")
         if self.max_mb:  # a full database answers like a full disk: SQLITE_FULL
             page_size = conn.execute("PRAGMA page_size").fetchone()[0]

@@ -6,6 +6,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -174,3 +175,19 @@ def test_a_deleted_database_restored_from_a_backup_is_used_without_a_restart(tmp
     assert post(client, event(device_id="after-restore")).status_code == 200
     devices = app.extensions["store"].query("SELECT device_id FROM event ORDER BY id")
     assert [d["device_id"] for d in devices] == ["before-backup", "after-restore"]
+
+
+def test_workers_starting_together_on_a_new_database_wait_for_each_other(tmp_path):
+    path = tmp_path / "new.db"
+    # Another worker is creating the same new database (it holds the write lock for 0.2 s).
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.2, other.execute, ("ROLLBACK",))
+    release.start()
+    try:
+        app = create_app({"STATS_DB": str(path)})
+    finally:
+        release.join()
+        other.close()
+    assert app.extensions["store"].query("PRAGMA journal_mode") == [{"journal_mode": "wal"}]
+    assert post(app.test_client(), event()).status_code == 200
