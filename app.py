@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -13,8 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import click
 from flask import Flask, Response, current_app, g, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.datastructures import WWWAuthenticate
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, Unauthorized
 
 import events
 import export
@@ -37,9 +41,22 @@ DEFAULTS: dict[str, Any] = {
     "STATS_BUSY_TIMEOUT_MS": 5000,
     "STATS_DURABLE": False,
     "STATS_RETENTION_DAYS": 0,
+    "STATS_MAX_DB_MB": 0,
+    "STATS_READ_TOKEN": "",
+    "STATS_INGEST_KEY": "",
+    "STATS_APP_IDS": "",
+    "STATS_HASH_SECRET": "",
     "STATS_LOG_LEVEL": "INFO",
 }
 
+# Routes anyone may call even when STATS_READ_TOKEN is set; every other route needs the token,
+# so a route added later is protected unless it is named here. /healthz is for load balancers
+# and uptime checks, which carry no token, and tells nothing but "the database takes writes".
+OPEN_ENDPOINTS = frozenset({"liveness", "ingest", "healthz"})
+
+# An oversized or refused body is read and dropped up to this size before we answer: a server
+# that closes a socket with unread data sends a reset, and the client never sees our answer.
+DRAIN_LIMIT = 16 * 1024 * 1024
 
 OK_BODY = b'{"status": "ok"}'
 
@@ -80,14 +97,18 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config["STATS_DB"],
         busy_timeout_ms=app.config["STATS_BUSY_TIMEOUT_MS"],
         durable=app.config["STATS_DURABLE"],
+        max_mb=app.config["STATS_MAX_DB_MB"],
     )
     store.ensure_schema()
     app.extensions["store"] = store
     if app.config["STATS_RETENTION_DAYS"]:
         start_retention(store, app.config["STATS_RETENTION_DAYS"])
     app.extensions["actions"] = events.allowed_actions(app.config["STATS_EXTRA_ACTIONS"])
+    app.extensions["app_ids"] = events.names(app.config["STATS_APP_IDS"]) or None
 
     app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(StoreUnavailable, handle_store_unavailable)
+    app.before_request(check_access)
     app.add_url_rule("/stats", view_func=liveness, methods=["GET"])
     app.add_url_rule("/stats", view_func=ingest, methods=["POST"])
     app.add_url_rule("/stats/counts", view_func=counts, methods=["GET"])
@@ -101,6 +122,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     cli.init_app(app)
     requestlog.init_app(app)
+    _warn_if_flask_run_is_exposed(app)
     return app
 
 
@@ -149,6 +171,86 @@ def handle_http_error(e: HTTPException) -> Response:
     return response
 
 
+def handle_store_unavailable(e: StoreUnavailable) -> Response:
+    """A read that met a missing database: 503, as for writes, not a 500."""
+    return error_response(
+        503, "storage_unavailable", "The database cannot be read right now. Retry later."
+    )
+
+
+# -- access ------------------------------------------------------------------------------------
+
+
+def check_access() -> None:
+    """Before each request: the ingest key on POST /stats, the read token everywhere else."""
+    endpoint, config = request.endpoint, current_app.config
+    if endpoint is None:  # no route matched: the 404/405 answer tells nothing
+        return
+    if endpoint == "ingest":
+        key = config["STATS_INGEST_KEY"]
+        if key and not _same_secret(request.args.get("key", ""), key):
+            _drain_body()
+            raise ApiError(
+                403,
+                "invalid_key",
+                "This server takes events only with ?key=<STATS_INGEST_KEY> in statsUrl.",
+            )
+    elif endpoint not in OPEN_ENDPOINTS:
+        token = config["STATS_READ_TOKEN"]
+        if token and not _same_secret(_bearer_token(), token):
+            raise Unauthorized(
+                "Send the read token as the header Authorization: Bearer <STATS_READ_TOKEN>.",
+                www_authenticate=WWWAuthenticate("bearer", {"realm": "capgo-stats"}),
+            )
+
+
+def _bearer_token() -> str:
+    """The token of an `Authorization: Bearer <token>` header, or ''."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _same_secret(given: str, expected: str) -> bool:
+    """Compare a secret in constant time, so timing tells nothing of its value."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def is_loopback(host: str) -> bool:
+    """True when an address to listen on only takes connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def exposure_warning(hosts: list[str], read_token: str) -> str | None:
+    """The start-up warning for a server that others can reach while reads are open."""
+    exposed = [host for host in hosts if not is_loopback(host)]
+    if read_token or not exposed:
+        return None
+    return (
+        f"listening on {', '.join(exposed)} without STATS_READ_TOKEN: anyone who can reach"
+        " this port can read your stats. Set STATS_READ_TOKEN, or listen on 127.0.0.1."
+    )
+
+
+def _warn_if_flask_run_is_exposed(app: Flask) -> None:
+    """Under `flask run --host ...`, warn when the host is reachable and reads are open."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.info_name != "run" or "host" not in ctx.params:
+        return
+    message = exposure_warning([ctx.params["host"]], app.config["STATS_READ_TOKEN"])
+    if message:
+        log.warning(message)
+
+
+def stored_id(field: str, raw: str) -> str | None:
+    """A device_id or custom_id from a query, as the store holds it (for look-ups)."""
+    return events.stored_id(field, raw, current_app.config["STATS_HASH_SECRET"])
+
+
 # -- ingest ------------------------------------------------------------------------------------
 
 
@@ -161,9 +263,9 @@ def ingest() -> Any:
     """POST /stats: store one event or a batch, answer per the plugin's protocol."""
     store, now = get_store(), events.now_ms()
     try:
-        data = request.get_data(cache=False)
-        items, is_batch = events.parse_body(data)
+        items, is_batch = events.parse_body(_read_body())
     except RequestEntityTooLarge:
+        _drain_body()
         limit = current_app.config["STATS_MAX_BODY"]
         _refuse_body(now, "body_too_large", f"The body is over {limit} bytes (STATS_MAX_BODY).")
         raise ApiError(413, "body_too_large", f"The body is over {limit} bytes.") from None
@@ -171,10 +273,11 @@ def ingest() -> Any:
         _refuse_body(now, e.code, e.message)
         raise ApiError(400, e.code, e.message) from None
 
-    actions = current_app.extensions["actions"]
+    actions, app_ids = current_app.extensions["actions"], current_app.extensions["app_ids"]
+    secret = current_app.config["STATS_HASH_SECRET"]
     rows, refusals, results = [], [], []
     for index, item in enumerate(items):
-        outcome = events.validate(item, actions, now)
+        outcome = events.validate(item, actions, now, app_ids=app_ids, secret=secret)
         if isinstance(outcome, events.Refusal):
             refusals.append(outcome)
             results.append(
@@ -207,6 +310,34 @@ def _write(store: Store, rows: list, refusals: list, now: int) -> None:
             "The database cannot take writes right now; the events were not stored. Retry later.",
         ) from None
     g.events = (len(rows), len(refusals))  # for the request's log line
+
+
+def _read_body() -> bytes:
+    """The request body; RequestEntityTooLarge when it is over STATS_MAX_BODY."""
+    data = request.get_data(cache=False)
+    # werkzeug cuts a chunked body at the limit without an error: reading on tells.
+    if request.stream.read(1):
+        raise RequestEntityTooLarge()
+    return data
+
+
+def _drain_body() -> None:
+    """Read and drop what is left of the request body, up to DRAIN_LIMIT bytes."""
+    length = request.content_length
+    if length is None and not request.environ.get("wsgi.input_terminated"):
+        return  # no length and no end marker: nothing we can read safely
+    left = DRAIN_LIMIT if length is None else length
+    if left > DRAIN_LIMIT:
+        return  # too big to be worth it: the client gets a reset
+    stream = request.environ["wsgi.input"]
+    try:
+        while left > 0:
+            chunk = stream.read(min(left, 65536))
+            if not chunk:
+                return
+            left -= len(chunk)
+    except (OSError, ValueError):
+        return  # the client went away
 
 
 def _refuse_body(now: int, code: str, message: str) -> None:

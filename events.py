@@ -6,6 +6,8 @@ Pure functions over plain dicts: no Flask, no SQL. See PROTOCOL.md (shared) and 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 import time
@@ -209,8 +211,35 @@ def _flag(event: dict, name: str, default: bool) -> tuple[int, str | None]:
     return int(value), None
 
 
-def validate(event: Any, actions: frozenset[str], now_ms: int) -> tuple | Refusal:
-    """Turn one decoded event into a row for the store (see COLUMNS), or a Refusal."""
+def pseudonym(value: str, secret: str) -> str:
+    """The keyed hash stored instead of an id when STATS_HASH_SECRET is set (HMAC-SHA256, hex)."""
+    return hmac.new(secret.encode(), value.encode(), hashlib.sha256).hexdigest()
+
+
+def stored_id(field: str, value: str, secret: str = "") -> str | None:
+    """A device_id (lowercased) or custom_id (trimmed; None when empty) as stored.
+
+    With a secret, the stored value is its keyed hash: ingest and look-ups both call this, so a
+    look-up by the raw id finds the hashed rows.
+    """
+    value = value.lower() if field == "device_id" else value.strip()
+    if not value:
+        return None
+    return pseudonym(value, secret) if secret else value
+
+
+def validate(
+    event: Any,
+    actions: frozenset[str],
+    now_ms: int,
+    app_ids: frozenset[str] | None = None,
+    secret: str = "",
+) -> tuple | Refusal:
+    """Turn one decoded event into a row for the store (see COLUMNS), or a Refusal.
+
+    `app_ids`, when given, is the allowlist of apps (STATS_APP_IDS); `secret` is
+    STATS_HASH_SECRET (see stored_id).
+    """
     if not isinstance(event, dict):
         return Refusal("invalid_event", "Each event must be a JSON object.")
     app_label = _tally_label(event.get("app_id"), REQUIRED["app_id"])
@@ -232,6 +261,8 @@ def validate(event: Any, actions: frozenset[str], now_ms: int) -> tuple | Refusa
             "invalid_field",
             f'"app_id" must be a reverse-domain name such as com.example.app, not {app_label!r}.',
         )
+    if app_ids is not None and event["app_id"] not in app_ids:
+        return refuse("unknown_app", f'"{app_label}" is not an app of this server (STATS_APP_IDS).')
     if event["action"] not in actions:
         return refuse(
             "unknown_action",
@@ -268,12 +299,12 @@ def validate(event: Any, actions: frozenset[str], now_ms: int) -> tuple | Refusa
         now_ms,
         device_ts,
         event["app_id"],
-        event["device_id"].lower(),
+        stored_id("device_id", event["device_id"], secret),
         event["action"],
         text.get("platform", "").lower(),
         text.get("version_name", ""),
         text.get("old_version_name") or None,
-        text.get("custom_id", "").strip() or None,
+        stored_id("custom_id", text.get("custom_id", ""), secret),
         text.get("version_build") or None,
         text.get("version_code") or None,
         text.get("version_os") or None,
@@ -287,6 +318,11 @@ def validate(event: Any, actions: frozenset[str], now_ms: int) -> tuple | Refusa
     )
 
 
+def names(setting: str) -> frozenset[str]:
+    """The names in a comma-separated setting, trimmed, without empty ones."""
+    return frozenset(name.strip() for name in setting.split(",") if name.strip())
+
+
 def now_ms() -> int:
     """The current time in epoch milliseconds."""
     return time.time_ns() // 1_000_000
@@ -294,4 +330,4 @@ def now_ms() -> int:
 
 def allowed_actions(extra: str) -> frozenset[str]:
     """The known actions plus the comma-separated extra names an operator configured."""
-    return KNOWN_ACTIONS | {name.strip() for name in extra.split(",") if name.strip()}
+    return KNOWN_ACTIONS | names(extra)

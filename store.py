@@ -46,13 +46,16 @@ def day_of(ms: int) -> str:
 class Store:
     """A SQLite database file with its connection pool and queries."""
 
-    def __init__(self, path: str, busy_timeout_ms: int = 5000, durable: bool = False):
+    def __init__(
+        self, path: str, busy_timeout_ms: int = 5000, durable: bool = False, max_mb: int = 0
+    ):
         self.path = os.path.abspath(path)
         self.busy_timeout_ms = busy_timeout_ms
         self.durable = durable
+        self.max_mb = max_mb
         self._pool: list[sqlite3.Connection] = []
         self._pid = os.getpid()
-        self._inode: tuple[int, int] | None = None
+        self._inode: tuple[int, int, bool] | None = None
         self._fault: str | None = None
         self._lock = threading.Lock()
 
@@ -70,17 +73,24 @@ class Store:
             check_same_thread=False,  # pooled; never used by two threads at once
         )
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode = WAL")
+        # Switching a new database to WAL needs it to itself and does not wait: workers that
+        # start together on a new file got "database is locked" here, so we wait for it.
+        self._wait_for_lock(lambda: conn.execute("PRAGMA journal_mode = WAL"))
         conn.execute(f"PRAGMA synchronous = {'FULL' if self.durable else 'NORMAL'}")
+        if self.max_mb:  # a full database answers like a full disk: SQLITE_FULL
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count = {self.max_mb * 1024 * 1024 // page_size}")
         return conn
 
-    def _file_id(self) -> tuple[int, int]:
-        """The database file's (device, inode); raises OSError when it is gone."""
+    def _file_id(self) -> tuple[int, int, bool]:
+        """The database file's (device, inode, writable); raises OSError when it is gone."""
         st = os.stat(self.path)
-        return st.st_dev, st.st_ino
+        # A connection opened on a read-only file stays read-only: a change of either drops the
+        # pool. (os.access sees what file modes miss for root: immutable files, read-only mounts.)
+        return st.st_dev, st.st_ino, os.access(self.path, os.W_OK, effective_ids=True)
 
     @contextmanager
-    def connection(self) -> Iterator[sqlite3.Connection]:
+    def connection(self, write: bool = False) -> Iterator[sqlite3.Connection]:
         """Lend a pooled connection; one that saw an error is closed, not returned."""
         if self._pid != os.getpid():  # forked after connections were made: start afresh
             self._pool, self._pid = [], os.getpid()
@@ -92,6 +102,8 @@ class Store:
         if file_id != self._inode:  # replaced or restored: old connections point elsewhere
             self._drop_pool()
             self._inode = file_id
+        if write and not file_id[2]:
+            raise StoreUnavailable(f"database file {self.path} is read-only")
         try:
             conn = self._pool.pop()
         except IndexError:
@@ -182,7 +194,7 @@ class Store:
             tally[key] = tally.get(key, 0) + 1
         day = day_of(now_ms)
         try:
-            with self.connection() as conn:
+            with self.connection(write=True) as conn:
                 self._wait_for_lock(lambda: conn.execute("BEGIN IMMEDIATE"))
                 try:
                     if rows:
@@ -204,6 +216,41 @@ class Store:
             raise
         if self._fault:
             self._report_recovery()
+
+    def forget_device(self, device_ids: list[str], custom_ids: list[str]) -> int:
+        """Delete every event and per-device row of these devices; return how many events.
+
+        A device is matched by its device_id, or by a custom_id it sent in any of its events
+        (so its events from before the app set a custom_id go too). The rollups keep their
+        counts: they hold no device ids.
+        """
+        customs = ", ".join("?" * len(custom_ids))
+        try:
+            with self.connection(write=True) as conn:
+                self._wait_for_lock(lambda: conn.execute("BEGIN IMMEDIATE"))
+                try:
+                    devices = device_ids + [
+                        row[0]
+                        for row in conn.execute(
+                            f"SELECT DISTINCT device_id FROM event WHERE custom_id IN ({customs})",
+                            custom_ids,
+                        )
+                    ]
+                    marks = ", ".join("?" * len(devices))
+                    deleted = conn.execute(
+                        f"DELETE FROM event WHERE device_id IN ({marks})"
+                        f" OR custom_id IN ({customs})",
+                        devices + custom_ids,
+                    ).rowcount
+                    for table in ("device", "device_day"):
+                        conn.execute(f"DELETE FROM {table} WHERE device_id IN ({marks})", devices)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.DatabaseError as e:
+            raise StoreUnavailable(str(e)) from None
+        return deleted
 
     def _report_fault(self, message: str) -> None:
         """Log a fault once, not once per request."""
@@ -274,7 +321,7 @@ class Store:
 
     def _execute_write(self, sql: str, params: Iterable[Any] = ()) -> int:
         """Run one write statement in its own transaction; return the rows it changed."""
-        with self.connection() as conn:
+        with self.connection(write=True) as conn:
             self._wait_for_lock(lambda: conn.execute("BEGIN IMMEDIATE"))
             try:
                 changed = conn.execute(sql, tuple(params)).rowcount

@@ -28,3 +28,22 @@ def rows(app):
         return app.extensions["store"].query(sql, params)
 
     return read
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """Start real gunicorn servers on loopback; every one is killed at the end of the test."""
+    from live import Gunicorn
+
+    servers = []
+
+    def start(db=None, workers=4, **settings):
+        server = Gunicorn(
+            db or tmp_path / "stats.db", tmp_path / f"server{len(servers)}.log", workers, **settings
+        )
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.kill()

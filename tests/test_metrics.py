@@ -117,6 +117,16 @@ def test_metrics_on_an_empty_database_describe_every_metric(client):
         assert f"# HELP {name} " in text
 
 
+def test_with_a_read_token_metrics_need_it_and_healthz_does_not(tmp_path):
+    app = create_app({"STATS_DB": str(tmp_path / "x.db"), "STATS_READ_TOKEN": "t0ken"})
+    client = app.test_client()
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/stats/events.csv").status_code == 401
+    ok = client.get("/metrics", headers={"Authorization": "Bearer t0ken"})
+    assert ok.status_code == 200
+
+
 def test_metrics_is_a_plain_get_route_so_the_read_token_rule_covers_it(app):
     [rule] = [r for r in app.url_map.iter_rules() if r.rule == "/metrics"]
     assert rule.methods == {"GET", "HEAD", "OPTIONS"}

@@ -1,0 +1,184 @@
+"""Access control: open on a laptop, closed where the settings say so."""
+
+import json
+import logging
+
+import pytest
+from click.testing import CliRunner
+
+import app as app_module
+from app import OPEN_ENDPOINTS, create_app
+from payloads import event
+
+TOKEN = "r3ad-t0ken"
+
+
+@pytest.fixture
+def locked(tmp_path):
+    """An app with a read token, an ingest key and an app allowlist."""
+    return create_app(
+        {
+            "STATS_DB": str(tmp_path / "x.db"),
+            "STATS_READ_TOKEN": TOKEN,
+            "STATS_INGEST_KEY": "ingest-k3y",
+            "STATS_APP_IDS": " com.example.app , com.example.other,",
+        }
+    )
+
+
+def bearer(token):
+    """The Authorization header for a token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def stored(app):
+    """How many events and refusals the database holds."""
+    store = app.extensions["store"]
+    events = store.query("SELECT count(*) AS n FROM event")[0]["n"]
+    refusals = store.query("SELECT coalesce(sum(count), 0) AS n FROM refusal")[0]["n"]
+    return events, refusals
+
+
+def test_without_settings_reads_and_ingest_are_open(client):
+    assert client.post("/stats", json=event()).status_code == 200
+    assert client.get("/stats/counts").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        bearer("wrong"),
+        bearer(""),
+        bearer(TOKEN + "x"),
+        bearer(TOKEN[:-1]),
+        {"Authorization": TOKEN},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"X-Token": TOKEN},
+    ],
+    ids=["none", "wrong", "empty", "longer", "shorter", "no scheme", "basic", "other header"],
+)
+def test_a_read_without_the_right_token_gets_401_json_with_www_authenticate(locked, headers):
+    response = locked.test_client().get("/stats/counts", headers=headers)
+    assert response.status_code == 401
+    assert response.json["error"] == "unauthorized"
+    assert set(response.json) == {"error", "message"}
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert TOKEN not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_a_read_with_the_token_is_answered(locked, scheme):
+    response = locked.test_client().get(
+        "/stats/counts", headers={"Authorization": f"{scheme} {TOKEN}"}
+    )
+    assert response.status_code == 200
+    assert response.json == {"counts": []}
+
+
+def test_every_route_but_the_open_ones_needs_the_read_token(locked):
+    """Routes added later are covered too: this walks the app's whole URL map."""
+    client = locked.test_client()
+    checked = 0
+    for rule in locked.url_map.iter_rules():
+        if rule.endpoint in OPEN_ENDPOINTS:
+            continue
+        path = rule.build({arg: "x" for arg in rule.arguments}, append_unknown=False)[1]
+        for method in sorted(rule.methods - {"OPTIONS"}):
+            response = client.open(path, method=method)
+            assert response.status_code == 401, (method, path)
+            checked += 1
+    assert checked >= 2  # GET and HEAD /stats/counts at least
+
+
+def test_the_liveness_check_and_ingest_stay_open_with_a_read_token(locked):
+    client = locked.test_client()
+    assert client.get("/stats").json == {"status": "ok"}
+    assert client.head("/stats").status_code == 200
+    assert client.post("/stats?key=ingest-k3y", json=event()).status_code == 200
+
+
+def test_the_read_token_is_compared_in_constant_time(locked, monkeypatch):
+    calls = []
+
+    def spy(a, b):
+        calls.append((a, b))
+        return a == b
+
+    monkeypatch.setattr(app_module.hmac, "compare_digest", spy)
+    locked.test_client().get("/stats/counts", headers=bearer("guess"))
+    assert calls == [(b"guess", TOKEN.encode())]
+
+
+@pytest.mark.parametrize(
+    "query", ["", "?key=", "?key=wrong", "?key=INGEST-K3Y", "?Key=ingest-k3y", "?k=ingest-k3y"]
+)
+def test_ingest_without_the_right_key_gets_403_json_and_writes_nothing(locked, query):
+    client = locked.test_client()
+    for body in (event(), [event(), event()]):
+        response = client.post("/stats" + query, data=json.dumps(body))
+        assert response.status_code == 403
+        assert response.json["error"] == "invalid_key"
+        assert set(response.json) == {"error", "message"}
+    assert stored(locked) == (0, 0)
+
+
+def test_ingest_with_the_key_in_the_url_is_stored(locked):
+    client = locked.test_client()
+    response = client.post("/stats?key=ingest-k3y", data=json.dumps([event(), event()]))
+    assert response.status_code == 200
+    assert stored(locked) == (2, 0)
+
+
+def test_an_app_outside_the_allowlist_is_refused_per_event_and_tallied(locked):
+    client = locked.test_client()
+    batch = [event(), event(app_id="com.stranger"), event(app_id="com.example.other")]
+    response = client.post("/stats?key=ingest-k3y", data=json.dumps(batch))
+    assert [r["status"] for r in response.json["results"]] == ["ok", "error", "ok"]
+    assert response.json["results"][1]["error"] == "unknown_app"
+    single = client.post("/stats?key=ingest-k3y", json=event(app_id="com.stranger"))
+    assert single.status_code == 400
+    assert single.json["error"] == "unknown_app"
+    assert stored(locked) == (2, 2)
+    tally = locked.extensions["store"].query("SELECT app_id, reason, action, count FROM refusal")
+    assert tally == [
+        {"app_id": "com.stranger", "reason": "unknown_app", "action": "set", "count": 2}
+    ]
+
+
+def _flask_run(monkeypatch, tmp_path, *args):
+    """`flask run ARGS` without serving; return what it logged."""
+    monkeypatch.setenv("STATS_DB", str(tmp_path / "x.db"))
+    monkeypatch.setattr("flask.cli.run_simple", lambda *a, **kw: None)
+    from flask.cli import cli
+
+    result = CliRunner().invoke(cli, ["--app", "app:create_app", "run", *args])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    "args, token, warned",
+    [
+        (["--host", "0.0.0.0"], "", True),
+        (["--host=::"], "", True),
+        (["-h", "192.168.1.20"], "", True),
+        (["--host", "0.0.0.0"], TOKEN, False),
+        ([], "", False),
+        (["--host", "localhost"], "", False),
+        (["--host", "::1"], "", False),
+    ],
+)
+def test_flask_run_warns_when_it_listens_beyond_loopback_without_a_read_token(
+    monkeypatch, tmp_path, caplog, args, token, warned
+):
+    monkeypatch.setenv("STATS_READ_TOKEN", token)
+    with caplog.at_level(logging.WARNING, logger="capgo_stats.app"):
+        _flask_run(monkeypatch, tmp_path, *args)
+    assert ("without STATS_READ_TOKEN" in caplog.text) is warned
+
+
+def test_flask_run_host_from_the_environment_is_checked_too(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("FLASK_RUN_HOST", "0.0.0.0")
+    with caplog.at_level(logging.WARNING, logger="capgo_stats.app"):
+        _flask_run(monkeypatch, tmp_path)
+    assert "listening on 0.0.0.0 without STATS_READ_TOKEN" in caplog.text

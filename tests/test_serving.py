@@ -1,0 +1,154 @@
+"""A real gunicorn on loopback: concurrent load, kill -9, faults and big bodies over sockets."""
+
+import http.client
+import json
+import logging
+import runpy
+import sqlite3
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from bench.load import Load
+from live import ROOT
+from payloads import event
+
+
+def stored(db, sql, params=()):
+    """Rows read straight from the database file."""
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def test_eight_clients_on_four_workers_get_200s_and_every_accepted_event_is_stored(serve, tmp_path):
+    server = serve(workers=4)
+    # 240 single events and 240 batches of 50 valid events plus one refused: 12,240 accepted.
+    load = Load(server.url, clients=8, requests=480, batch=50, refused_per_batch=1, keep_ids=True)
+    tally = load.run()
+    assert tally.errors == {}
+    assert dict(tally.statuses) == {200: 480}
+    assert tally.events_accepted == 12_240
+    db = tmp_path / "stats.db"
+    ids = [row[0] for row in stored(db, "SELECT device_id FROM event")]
+    assert len(ids) == tally.events_accepted
+    assert set(ids) == set(tally.accepted_ids)
+    status, _, body = server.request("GET", "/stats/counts?app_id=bench.load")
+    assert status == 200
+    assert sum(c["count"] for c in body["counts"]) == tally.events_accepted
+    assert stored(db, "SELECT sum(count) FROM refusal WHERE reason = 'unknown_action'") == [(240,)]
+
+
+def _load_then_kill(server, accepted_before_kill: int):
+    """Run a load against the server and kill -9 it once that many events got a 200."""
+    load = Load(server.url, clients=8, requests=2000, duration=60, keep_ids=True)
+    runner = threading.Thread(target=load.run)
+    runner.start()
+    deadline = time.monotonic() + 60
+    while load.tally.events_accepted < accepted_before_kill and time.monotonic() < deadline:
+        time.sleep(0.005)
+    server.kill()
+    while not load.tally.errors and time.monotonic() < deadline:
+        time.sleep(0.005)  # the clients meet the dead server
+    load.stop()
+    runner.join(timeout=60)
+    return load.tally
+
+
+def test_kill_9_in_the_middle_of_a_load_loses_no_acknowledged_event(serve, tmp_path):
+    db = tmp_path / "stats.db"
+    acknowledged = []
+    for _ in range(3):
+        tally = _load_then_kill(serve(db=db, workers=4), accepted_before_kill=3000)
+        assert tally.events_accepted >= 3000
+        assert tally.errors, "no request was cut by the kill"
+        assert set(tally.statuses) == {200}
+        assert tally.statuses[200] < 2000, "the load ended before the kill"
+        acknowledged += tally.accepted_ids
+
+    restarted = serve(db=db, workers=4)
+    assert stored(db, "PRAGMA integrity_check") == [("ok",)]
+    kept = {row[0] for row in stored(db, "SELECT device_id FROM event")}
+    assert set(acknowledged) - kept == set()
+    status, _, _ = restarted.request("POST", "/stats", json.dumps(event()).encode())
+    assert status == 200
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_a_6_mb_body_gets_a_413_json_answer_not_a_connection_reset(serve, chunked):
+    server = serve(workers=1)
+    body = b"[" + b" " * (6 * 1024 * 1024) + b"]"
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+    if chunked:
+        chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
+        conn.request("POST", "/stats", body=chunks, encode_chunked=True)
+    else:
+        conn.request("POST", "/stats", body=body)
+    response = conn.getresponse()
+    assert response.status == 413
+    assert json.loads(response.read())["error"] == "body_too_large"
+    conn.close()
+
+
+def test_a_big_batch_with_a_wrong_ingest_key_gets_its_403_not_a_reset(serve):
+    server = serve(workers=1, STATS_INGEST_KEY="k3y")
+    batch = json.dumps([event(device_id=f"d{i}", custom_id="x" * 1000) for i in range(200)])
+    status, _, body = server.request("POST", "/stats?key=wrong", batch.encode())
+    assert status == 403
+    assert body["error"] == "invalid_key"
+
+
+def test_a_database_locked_by_another_process_gets_503_then_200_with_one_log_line(serve, tmp_path):
+    db = tmp_path / "stats.db"
+    server = serve(db=db, workers=1, STATS_BUSY_TIMEOUT_MS="200")
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    answers = [server.request("POST", "/stats", json.dumps(event()).encode()) for _ in range(3)]
+    assert [status for status, _, _ in answers] == [503] * 3
+    assert all(body["error"] == "storage_unavailable" for _, _, body in answers)
+    other.execute("ROLLBACK")
+    other.close()
+    assert server.request("POST", "/stats", json.dumps(event()).encode())[0] == 200
+    log = server.log()
+    assert log.count("database cannot take writes") == 1
+    assert log.count("database takes writes again") == 1
+    assert "Traceback" not in log
+    assert stored(db, "SELECT count(*) FROM event") == [(1,)]
+
+
+def _when_ready():
+    """The when_ready hook of gunicorn.conf.py."""
+    return runpy.run_path(str(ROOT / "gunicorn.conf.py"))["when_ready"]
+
+
+@pytest.mark.parametrize(
+    "bind, token, warned",
+    [
+        (("0.0.0.0", 8000), "", True),
+        (("::", 8000), "", True),
+        (("0.0.0.0", 8000), "s3cret", False),
+        (("127.0.0.1", 8000), "", False),
+        (("localhost", 8000), "", False),
+        ("/run/capgo-stats.sock", "", False),
+    ],
+)
+def test_gunicorn_warns_at_start_when_it_listens_beyond_loopback_without_a_read_token(
+    monkeypatch, caplog, bind, token, warned
+):
+    monkeypatch.setenv("STATS_READ_TOKEN", token)
+    server = SimpleNamespace(
+        cfg=SimpleNamespace(address=[bind]), log=logging.getLogger("gunicorn.test")
+    )
+    with caplog.at_level(logging.WARNING):
+        _when_ready()(server)
+    assert ("without STATS_READ_TOKEN" in caplog.text) is warned
+
+
+def test_gunicorn_on_loopback_starts_without_the_warning(serve):
+    server = serve(workers=1)
+    assert "STATS_READ_TOKEN" not in server.log()
+    assert "Booting worker" in server.log()
