@@ -3,11 +3,12 @@
 import json
 import re
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
 import events
-from app import OPENAPI
+from app import OPENAPI, create_app
 
 DOCUMENT = json.loads(OPENAPI.read_text())
 IGNORED_METHODS = {"HEAD", "OPTIONS"}  # Werkzeug answers these for every route by itself
@@ -90,3 +91,27 @@ schema = schemathesis.openapi.from_path(OPENAPI)
 )
 def test_schemathesis_finds_no_server_error_and_no_answer_off_the_document(case, app):
     case.call_and_validate(app=app)
+
+
+@pytest.fixture
+def locked(tmp_path):
+    """An app with a read token and an ingest key, called without either."""
+    return create_app(
+        {
+            "TESTING": True,
+            "STATS_DB": str(tmp_path / "locked.db"),
+            "STATS_READ_TOKEN": "r3ad",
+            "STATS_INGEST_KEY": "k3y",
+        }
+    )
+
+
+@schema.parametrize()
+@settings(
+    max_examples=10,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+def test_schemathesis_finds_the_401_and_403_answers_documented_too(case, locked):
+    case.call_and_validate(app=locked)
