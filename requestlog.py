@@ -19,9 +19,9 @@ from flask.logging import has_level_handler
 
 log = logging.getLogger("capgo_stats.request")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+STARTED = "capgo_stats.started"  # the WSGI environ key of the request's arrival time
 # Werkzeug's development server logs each request, query string included, as
 # '127.0.0.1 - - [26/Nov/2026 09:08:21] "GET /stats?key=... HTTP/1.1" 200 -': ours replaces it.
-STARTED = "capgo_stats.started"  # the WSGI environ key of the request's arrival time
 WERKZEUG_REQUEST_LINE = re.compile(r'^\S+ - - \[[^\]]*\] "')
 
 
