@@ -34,7 +34,6 @@ sys.path.insert(0, str(ROOT))
 import events  # noqa: E402
 from store import INSERT_EVENT, SCHEMA, Store  # noqa: E402
 
-WORKERS = 2  # identical for both apps: the gunicorn settings are the only thing shared
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -50,12 +49,15 @@ def gunicorn(app_spec: str, env: dict, chdir: Path = ROOT) -> Iterator[tuple[int
     """Serve an app with gunicorn (sync workers) on loopback; yield its port and worker pids."""
     port = free_port()
     cmd = [
-        sys.executable, "-m", "gunicorn", "--workers", str(WORKERS), "--worker-class", "sync",
-        "--bind", f"127.0.0.1:{port}", "--chdir", str(chdir), "--log-level", "warning",
-        app_spec,
+        sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"),
+        "--bind", f"127.0.0.1:{port}", "--chdir", str(chdir), app_spec,
     ]  # fmt: skip
     proc = subprocess.Popen(
-        cmd, env={**os.environ, **env}, start_new_session=True, stdout=subprocess.DEVNULL
+        cmd,
+        env={**os.environ, **env},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,  # one request line each: it would drown the terminal
     )
     try:
         deadline = time.monotonic() + 30
@@ -273,7 +275,8 @@ def report(single: dict, batch: dict, read_rows: list[dict], smoke: bool) -> str
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"Measured {date} on {cpu} cores, Python {sys.version.split()[0]}, SQLite "
-        f"{sqlite3.sqlite_version}, gunicorn sync x{WORKERS}, wrk 1 thread, loopback"
+        f"{sqlite3.sqlite_version}, gunicorn with the repo's gunicorn.conf.py for both apps, "
+        "wrk 1 thread, loopback"
         + (" (SMOKE SIZES: not a measurement)" if smoke else "")
         + ". Command: `python bench/run.py`.",
         "",
