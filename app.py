@@ -119,9 +119,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.add_url_rule("/openapi.json", view_func=openapi_document, methods=["GET"])
 
     import cli
+    import views  # the insight routes: JSON reports under /stats/ and the dashboard at /
 
     cli.init_app(app)
     requestlog.init_app(app)
+    app.register_blueprint(views.bp)
     _warn_if_flask_run_is_exposed(app)
     return app
 

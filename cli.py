@@ -11,8 +11,10 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
+import example
 import export
 import filters
+import reports
 from events import now_ms, stored_id
 from store import DAY_MS, StoreUnavailable, day_of
 
@@ -191,6 +193,80 @@ def _printable(text: str) -> str:
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
+# -- insights: release gate and example data ---------------------------------------------------
+
+
+class Rate(click.ParamType):
+    """A rate as a fraction (0.05) or a percentage (5%)."""
+
+    name = "rate"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
+        """Parse "0.05" or "5%" into 0.05; fail unless it is between 0 and 1."""
+        if isinstance(value, float):
+            return value
+        text = str(value).strip()
+        try:
+            rate = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        except ValueError:
+            self.fail(f"{value!r} is not a rate such as 0.05 or 5%.", param, ctx)
+        if not 0 <= rate <= 1:
+            self.fail(f"{value!r} is not between 0 and 1 (0% and 100%).", param, ctx)
+        return rate
+
+
+@click.command("gate")
+@click.option("--app-id", required=True, help="The app, e.g. com.example.app.")
+@click.option("--version", "version", required=True, help="The bundle version to judge.")
+@click.option(
+    "--max-fail-rate",
+    type=Rate(),
+    required=True,
+    help="Highest acceptable failures / (installs + failures): 0.05 or 5%.",
+)
+@click.option(
+    "--min-devices",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Fewest devices reporting (installs + failures) needed for a verdict.",
+)
+@with_appcontext
+def gate_command(app_id: str, version: str, max_fail_rate: float, min_devices: int) -> None:
+    """Decide whether a bundle may be promoted: exit 0 pass, 1 fail, 2 not enough data.
+
+    \b
+    Counts as GET /stats/versions does, prod devices only, all stored history.
+    Example, in a CI pipeline:
+        flask gate --app-id com.example.app --version 1.2.3 --max-fail-rate 2% --min-devices 50
+    """
+    verdict = reports.gate(
+        current_app.extensions["store"], app_id, version, max_fail_rate, min_devices
+    )
+    click.echo(verdict.line)
+    raise SystemExit(verdict.code)
+
+
+@click.command("make-example")
+@click.option(
+    "--out",
+    default="stats.db.example",
+    show_default=True,
+    type=click.Path(dir_okay=False, writable=True),
+    help="Where to write the example database (replaced if it exists).",
+)
+@with_appcontext
+def make_example_command(out: str) -> None:
+    """Write the example database: 30 days, three apps, rollouts, failures, refused events.
+
+    \b
+    The same bytes on every run (fixed seed and dates). To look at it:
+        cp stats.db.example stats.db && flask run
+    """
+    stored = example.build(out)
+    click.echo(f"Wrote {stored} events to {out}.")
+
+
 def init_app(app: Flask) -> None:
     """Register the commands on the app."""
     app.cli.add_command(init_db_command)
@@ -198,3 +274,5 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(prune_command)
     app.cli.add_command(export_command)
     app.cli.add_command(counts_command)
+    app.cli.add_command(gate_command)
+    app.cli.add_command(make_example_command)

@@ -291,6 +291,227 @@ class Store:
         ordered = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))
         return [{"app_id": a, "action": b, "count": n} for (a, b), n in ordered]
 
+    # -- insights: the reads behind reports.py ---------------------------------------------
+    # Each reads rollups over the pieces time_segments() gives; raw events only for the ragged
+    # edges of a range and for the drill-down lists (events_page).
+
+    def totals(self, filters: dict, prod_only: bool) -> list[dict]:
+        """Events per (bundle, action) over [since, until), with their first and last time.
+
+        `first`/`last` are epoch ms: the start of the first and last day or hour that held such
+        an event (exact where a ragged edge came from raw events).
+        """
+        found: dict[tuple[str, str], dict] = {}
+        for table, lo, hi in time_segments(filters.get("since"), filters.get("until")):
+            where, params = insight_where(table, filters, lo, hi, prod_only)
+            column, unit = TIME_COLUMN[table], UNIT_MS[table]
+            count = "count(*)" if table == "event" else "sum(count)"
+            for row in self.query(
+                f"SELECT bundle, action, {count} AS n, min({column}) AS lo, max({column}) AS hi"
+                f" FROM {table} WHERE {where} GROUP BY bundle, action",
+                params,
+            ):
+                key = (row["bundle"], row["action"])
+                first, last = row["lo"] * unit, row["hi"] * unit
+                if key in found:
+                    seen = found[key]
+                    seen["n"] += row["n"]
+                    seen["first"], seen["last"] = min(seen["first"], first), max(seen["last"], last)
+                else:
+                    found[key] = {"bundle": key[0], "action": key[1], "n": row["n"]}
+                    found[key].update(first=first, last=last)
+        return list(found.values())
+
+    def failure_totals(self, filters: dict, prod_only: bool) -> list[dict]:
+        """Failure events (action ending in _fail) over [since, until), by every breakdown.
+
+        Grouped by action, bundle, platform, plugin_version and version_os ('' when not sent),
+        so reports.py can leave out legacy download_fail before adding up.
+        """
+        found: dict[tuple, int] = {}
+        for table, lo, hi in failure_segments(filters.get("since"), filters.get("until")):
+            where, params = insight_where(table, filters, lo, hi, prod_only)
+            if table == "event":
+                where += f" AND {FAILURE}"
+            count = "count(*)" if table == "event" else "sum(count)"
+            for row in self._rows(
+                f"SELECT action, bundle, platform, coalesce(plugin_version, ''),"
+                f" coalesce(version_os, ''), {count} FROM {table} WHERE {where}"
+                " GROUP BY 1, 2, 3, 4, 5",
+                params,
+            ):
+                found[row[:5]] = found.get(row[:5], 0) + row[5]
+        names = ("action", "bundle", "platform", "plugin_version", "version_os")
+        return [{**dict(zip(names, key, strict=True)), "n": n} for key, n in found.items()]
+
+    def uninstall_totals(self, filters: dict, prod_only: bool) -> dict[str, int]:
+        """Uninstalls per replaced bundle over [since, until) (uninstall_day, raw edges)."""
+        found: dict[str, int] = {}
+        for table, lo, hi in uninstall_segments(filters.get("since"), filters.get("until")):
+            where, params = insight_where(table, filters, lo, hi, prod_only)
+            if table == "event":
+                sql = (
+                    f"SELECT {OLD_BUNDLE} AS bundle, count(*) AS n FROM event WHERE {where}"
+                    f" AND action = 'set' AND {OLD_BUNDLE} <> '' AND {OLD_BUNDLE} <> bundle"
+                    " GROUP BY 1"
+                )
+            else:
+                sql = f"SELECT bundle, sum(count) AS n FROM {table} WHERE {where} GROUP BY 1"
+            for row in self.query(sql, params):
+                found[row["bundle"]] = found.get(row["bundle"], 0) + row["n"]
+        return found
+
+    def device_bundles(self, filters: dict, prod_only: bool) -> dict[str | None, int]:
+        """How many devices currently run each bundle (None: no bundle reported yet)."""
+        where, params = device_where(filters, prod_only)
+        rows = self._rows(
+            f"SELECT bundle, count(*) FROM device WHERE {where} GROUP BY bundle", params
+        )
+        return dict(rows)
+
+    def active_since(self, filters: dict, prod_only: bool, since: list[int]) -> list[int]:
+        """For each time in `since`, how many devices were last seen at or after it."""
+        where, params = device_where(filters, prod_only)
+        sums = ", ".join("coalesce(sum(last_seen >= ?), 0)" for _ in since)
+        [row] = self._rows(
+            f"SELECT {sums} FROM device WHERE {where} AND last_seen >= ?",
+            [*since, *params, min(since)],
+        )
+        return list(row)
+
+    def newest_event(self, app_id: str) -> int | None:
+        """The event time of the app's newest event (from the device table), or None."""
+        return self._rows("SELECT max(last_seen) FROM device WHERE app_id = ?", (app_id,))[0][0]
+
+    def app_ids(self) -> list[str]:
+        """Every app with at least one stored event, hopping along the device index."""
+        apps: list[str] = []
+        while True:
+            after = apps[-1] if apps else ""
+            row = self._rows(
+                "SELECT app_id FROM device WHERE app_id > ? ORDER BY app_id LIMIT 1", (after,)
+            )
+            if not row:
+                return apps
+            apps.append(row[0][0])
+
+    def series(
+        self, filters: dict, interval: str, lo: int, hi: int, prod_only: bool, actions: list[str]
+    ) -> list[dict]:
+        """Counts per (bucket, action, bundle) of whole days or hours lo..hi-1 of some actions."""
+        table = {"day": "rollup_day", "hour": "rollup_hour"}[interval]
+        where, params = insight_where(table, filters, lo, hi, prod_only)
+        return self.query(
+            f"SELECT {TIME_COLUMN[table]} AS bucket, action, bundle, sum(count) AS n"
+            f" FROM {table} WHERE {where} AND action IN ({marks(actions)}) GROUP BY 1, 2, 3",
+            [*params, *actions],
+        )
+
+    def failure_series(
+        self, filters: dict, interval: str, lo: int, hi: int, prod_only: bool
+    ) -> list[dict]:
+        """Failure counts per (bucket, action, platform, plugin_version), days or hours lo..hi-1."""
+        per = 24 if interval == "day" else 1
+        where, params = insight_where("failure_hour", filters, lo * per, hi * per, prod_only)
+        return self.query(
+            f"SELECT hour / {per} AS bucket, action, platform, plugin_version, sum(count) AS n"
+            f" FROM failure_hour WHERE {where} GROUP BY 1, 2, 3, 4",
+            params,
+        )
+
+    def active_series(self, app_id: str, lo: int, hi: int, prod_only: bool) -> dict[int, int]:
+        """Distinct devices per day lo..hi-1 (day numbers) from active_day."""
+        prod = " AND prod = 1" if prod_only else ""
+        rows = self._rows(
+            "SELECT day, sum(devices) FROM active_day WHERE app_id = ? AND day >= ? AND day < ?"
+            f"{prod} GROUP BY day",
+            (app_id, lo, hi),
+        )
+        return dict(rows)
+
+    def refusals(self, filters: dict, app_ids: list[str] | None) -> list[dict]:
+        """Refused-event tallies per (day, app, reason, action), newest day first.
+
+        `since`/`until` are epoch ms; a day is kept when any part of it is in the range.
+        """
+        clauses, params = ["1 = 1"], []
+        if app_ids is not None:
+            clauses.append(f"app_id IN ({marks(app_ids)})")
+            params += app_ids
+        if filters.get("action") is not None:
+            clauses.append("action = ?")
+            params.append(filters["action"])
+        if filters.get("since") is not None:
+            clauses.append("day >= ?")
+            params.append(day_of(filters["since"]))
+        if filters.get("until") is not None:
+            clauses.append("day <= ?")
+            params.append(day_of(filters["until"] - 1))
+        return self.query(
+            f"SELECT day, app_id, reason, action, count FROM refusal WHERE {' AND '.join(clauses)}"
+            " ORDER BY day DESC, count DESC, app_id, reason, action",
+            params,
+        )
+
+    def events_page(self, filters: dict, limit: int, after: tuple[int, int] | None) -> list[dict]:
+        """Raw events matching `filters`, newest first (by at, then id), after a cursor.
+
+        Without an app, device or custom id to follow an index, each app is read on its own
+        index and the pages are merged, so the list never sorts the whole table.
+        """
+        if any(filters.get(k) is not None for k in ("app_id", "device_id", "custom_id")):
+            return self._events_page(filters, limit, after)
+        merged = []
+        for app_id in self.app_ids():
+            merged += self._events_page({**filters, "app_id": app_id}, limit, after)
+        merged.sort(key=lambda row: (row["at"], row["id"]), reverse=True)
+        return merged[:limit]
+
+    def _events_page(self, filters: dict, limit: int, after: tuple[int, int] | None) -> list[dict]:
+        """One indexed page of raw events (see events_page)."""
+        where, params = event_where(filters)
+        if after is not None:
+            # at <= ? lets the (…, at) index bound the scan; the OR breaks ties by id.
+            where += " AND at <= ? AND (at < ? OR id < ?)"
+            params += [after[0], after[0], after[1]]
+        return self.query(
+            f"SELECT id, {', '.join(COLUMNS)}, bundle FROM event WHERE {where}"
+            " ORDER BY at DESC, id DESC LIMIT ?",
+            [*params, limit],
+        )
+
+    def device_states(self, filters: dict) -> list[dict]:
+        """The device table's rows (latest state per app) for a device_id or a custom_id."""
+        if filters.get("device_id") is not None:
+            ids = [filters["device_id"]]
+        else:
+            ids = [
+                row[0]
+                for row in self._rows(
+                    "SELECT DISTINCT device_id FROM event WHERE custom_id = ? LIMIT 100",
+                    (filters["custom_id"],),
+                )
+            ]
+        if not ids:
+            return []
+        return self.query(
+            "SELECT app_id, device_id, first_seen, last_seen, platform, prod, bundle, bundle_at"
+            f" FROM device WHERE device_id IN ({marks(ids)}) ORDER BY last_seen DESC",
+            ids,
+        )
+
+    # -- example database --------------------------------------------------------------------
+
+    def seal(self) -> None:
+        """Leave the file in rollback-journal mode and compacted, to ship it (no -wal file)."""
+        self._drop_pool()
+        conn = self._connect()
+        try:
+            conn.execute("PRAGMA journal_mode = DELETE")
+            conn.execute("VACUUM")
+        finally:
+            conn.close()
+
     # -- retention ---------------------------------------------------------------------------
 
     def prune(self, before_ms: int, chunk: int = 5000) -> int:
@@ -505,6 +726,133 @@ def rollup_where(table: str, filters: dict, lo: int | None, hi: int | None) -> t
     if hi is not None:
         clauses.append(f"{column} < ?")
         params.append(hi)
+    return " AND ".join(clauses), params
+
+
+# -- insights: SQL pieces for the reads behind reports.py -----------------------------------
+
+Segment = tuple[str, int | None, int | None]  # (table, lo, hi) as time_segments() gives them
+# Size of one unit of each table's time column, in ms.
+UNIT_MS = {
+    "event": 1,
+    "rollup_hour": HOUR_MS,
+    "failure_hour": HOUR_MS,
+    "rollup_day": DAY_MS,
+    "uninstall_day": DAY_MS,
+}
+TIME_COLUMN.update({"failure_hour": "hour", "uninstall_day": "day"})
+# The bundle a `set` replaced: old_version_name up to the first ':' ('' when not sent).
+OLD_BUNDLE = (
+    "CASE WHEN instr(old_version_name, ':') > 0"
+    " THEN substr(old_version_name, 1, instr(old_version_name, ':') - 1)"
+    " ELSE coalesce(old_version_name, '') END"
+)
+FAILURE = r"action LIKE '%\_fail' ESCAPE '\'"
+PROD_EVENT = "is_prod = 1 AND is_emulator = 0"
+
+
+def marks(values: list) -> str:
+    """One '?' per value, comma-separated, for an IN (...) list."""
+    return ", ".join("?" * len(values))
+
+
+def insight_where(
+    table: str, filters: dict, lo: int | None, hi: int | None, prod_only: bool
+) -> tuple[str, list]:
+    """WHERE clause for app_id/platform, a time piece and the prod flag on any rollup or event."""
+    clauses, params = ["1 = 1"], []
+    for name in ("app_id", "platform"):
+        if filters.get(name) is not None:
+            clauses.append(f"{name} = ?")
+            params.append(filters[name])
+    column = TIME_COLUMN[table]
+    if lo is not None:
+        clauses.append(f"{column} >= ?")
+        params.append(lo)
+    if hi is not None:
+        clauses.append(f"{column} < ?")
+        params.append(hi)
+    if prod_only:
+        clauses.append(PROD_EVENT if table == "event" else "prod = 1")
+    return " AND ".join(clauses), params
+
+
+def failure_segments(
+    since: int | None, until: int | None
+) -> list[tuple[str, int | None, int | None]]:
+    """time_segments() for failures: whole days and hours both come from failure_hour."""
+    pieces = []
+    for table, lo, hi in time_segments(since, until):
+        if table == "rollup_day":
+            table, lo, hi = "failure_hour", _times(lo, 24), _times(hi, 24)
+        elif table == "rollup_hour":
+            table = "failure_hour"
+        pieces.append((table, lo, hi))
+    return pieces
+
+
+def uninstall_segments(since: int | None, until: int | None) -> list[Segment]:
+    """time_segments() for uninstalls: whole days from uninstall_day, the rest from raw events."""
+    pieces = []
+    for table, lo, hi in time_segments(since, until):
+        if table == "rollup_day":
+            table = "uninstall_day"
+        elif table == "rollup_hour":
+            table, lo, hi = "event", _times(lo, HOUR_MS), _times(hi, HOUR_MS)
+        pieces.append((table, lo, hi))
+    return pieces
+
+
+def _times(value: int | None, factor: int) -> int | None:
+    """value * factor, keeping None (an open end) as None."""
+    return None if value is None else value * factor
+
+
+def device_where(filters: dict, prod_only: bool) -> tuple[str, list]:
+    """WHERE clause on the device table: the app, its platform, and prod devices only."""
+    clauses, params = ["app_id = ?"], [filters["app_id"]]
+    if filters.get("platform") is not None:
+        clauses.append("platform = ?")
+        params.append(filters["platform"])
+    if prod_only:
+        clauses.append("prod = 1")
+    return " AND ".join(clauses), params
+
+
+def event_where(filters: dict) -> tuple[str, list]:
+    """WHERE clause on raw events for every filter of GET /stats/events (see reports.py)."""
+    clauses, params = ["1 = 1"], []
+    for name in (
+        "app_id",
+        "action",
+        "platform",
+        "device_id",
+        "custom_id",
+        "plugin_version",
+        "version_os",
+    ):
+        if filters.get(name) is not None:
+            clauses.append(f"{name} = ?")
+            params.append(filters[name])
+    kind, version = filters.get("kind"), filters.get("version")
+    if kind == "install":
+        clauses.append("action = 'set'")
+    elif kind == "failure":
+        clauses.append(FAILURE)
+    elif kind == "uninstall":
+        clauses.append(f"action = 'set' AND {OLD_BUNDLE} <> '' AND {OLD_BUNDLE} <> bundle")
+    if version is not None:
+        # for uninstalls, the version asked about is the one that was replaced
+        clauses.append(f"{OLD_BUNDLE if kind == 'uninstall' else 'bundle'} = ?")
+        params.append(version)
+    if filters.get("prod") is not None:
+        clauses.append(PROD_EVENT if filters["prod"] else f"NOT ({PROD_EVENT})")
+    if filters.get("since") is not None:
+        clauses.append("at >= ?")
+        params.append(filters["since"])
+    if filters.get("until") is not None:
+        clauses.append("at < ?")
+        params.append(filters["until"])
     return " AND ".join(clauses), params
 
 

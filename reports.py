@@ -1,0 +1,574 @@
+"""The counting rules: installs, failures, uninstalls, current versions, rates and timelines.
+
+Reports on top of the store's rollup reads, as plain data for the JSON API and the dashboard
+alike, so both show the same numbers. No Flask, no SQL. The rules are Capgo's (PROTOCOL.md, "How
+Capgo counts"); DEFINITIONS says each in words, on the page and in README.md's "Figures".
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from store import DAY_MS, HOUR_MS, Store
+
+# Shown beside each figure on the dashboard; README.md's "Figures" section repeats them word for
+# word (a test checks that), so the page and the API docs cannot drift apart.
+DEFINITIONS = {
+    "prod": "Only events from production builds on real devices (is_prod true, is_emulator"
+    " false) are counted, unless include_dev=1.",
+    "devices": "Devices whose current bundle is this version: the bundle of the device's latest"
+    " event that reports the bundle it runs (not a failure, not a download). Counted now,"
+    " whatever the date range.",
+    "share": "This version's devices divided by all devices of the app (builtin and unknown"
+    " included), so shares add up to 100 %.",
+    "installs": "set events for this version: a device switched to it.",
+    "uninstalls": "set events whose old_version_name is this version: a device left it for"
+    " another bundle.",
+    "failures": "Events whose action ends in _fail for this version, except download_fail from"
+    " plugins older than 7.17.0 (6.x older than 6.14.25), which those plugins sent when there"
+    " was simply nothing to download.",
+    "attempts": "installs + failures: the install attempts that reported an outcome."
+    " flask gate calls them devices reporting.",
+    "fail_rate": "failures / (installs + failures).",
+    "first_seen": "The UTC day of the first and the last event that named this version.",
+    "builtin": "builtin is the bundle shipped inside the native app; unknown covers devices"
+    " that sent unknown, an empty version, or no version yet. Neither is a bundle: they are"
+    " listed apart.",
+    "downloads": "download_complete events: a device finished downloading a bundle.",
+    "app_opens": "app_moved_to_foreground events: the app came to the foreground.",
+    "active_devices": "Distinct devices that sent any event that UTC day (active_day). Not kept"
+    " per hour or per platform: null for interval=hour or with a platform filter.",
+    "active_recent": "Devices whose latest event is at most 1, 7 or 30 days older than the"
+    " app's newest event (or now, if that is earlier).",
+    "last_event": "Time since the newest event of this app, by event time (the device's"
+    " clock when plausible, else arrival).",
+    "refused": "Events answered with an error and not stored, by arrival day (UTC), app,"
+    " reason (the error code) and action.",
+}
+
+NOT_BUNDLES = ("builtin", "unknown")
+TIMELINE_ACTIONS = {"set": "installs", "download_complete": "downloads"}
+TIMELINE_ACTIONS["app_moved_to_foreground"] = "app_opens"
+DEFAULT_POINTS = {"day": 30, "hour": 48}
+MAX_POINTS = 400
+INTERVAL_MS = {"day": DAY_MS, "hour": HOUR_MS}
+
+
+class ReportError(ValueError):
+    """A report cannot be made from these parameters: an HTTP status, a stable code, a fix."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+# -- plugin versions and what counts as a failure ---------------------------------------------
+
+_VERSION = re.compile(r"[vV]?(\d{1,9})(?:\.(\d{1,9}))?(?:\.(\d{1,9}))?(.*)", re.DOTALL)
+
+
+def parse_version(text: Any) -> tuple[int, int, int, int] | None:
+    """A plugin version as (major, minor, patch, release), or None when it is not one.
+
+    release is 0 for a pre-release ("7.17.0-beta.1", "7.17.0rc1"), which sorts before its
+    release (1); build metadata and extra parts ("+b5", ".4") are ignored.
+    """
+    if not isinstance(text, str):
+        return None
+    match = _VERSION.fullmatch(text.strip())
+    if not match:
+        return None
+    major, minor, patch, rest = match.groups()
+    pre_release = rest[:1] == "-" or rest[:1].isalpha()
+    return int(major), int(minor or 0), int(patch or 0), 0 if pre_release else 1
+
+
+def download_fail_is_legacy(plugin_version: str | None, platform: str = "") -> bool:
+    """True when a download_fail comes from a plugin that sent it for "nothing to download".
+
+    Plugins before 7.17.0 did (6.x before 6.14.25). The Electron updater numbers its releases
+    apart (0.0.x) and never did. An unreadable or missing version is taken as a real failure.
+    """
+    if platform == "electron":
+        return False
+    version = parse_version(plugin_version)
+    if version is None:
+        return False
+    return version < ((6, 14, 25, 1) if version[0] == 6 else (7, 17, 0, 1))
+
+
+def counts_as_failure(action: str, plugin_version: str | None, platform: str = "") -> bool:
+    """An action ending in _fail, except a legacy download_fail (see download_fail_is_legacy)."""
+    if not action.endswith("_fail"):
+        return False
+    return not (action == "download_fail" and download_fail_is_legacy(plugin_version, platform))
+
+
+def version_group(bundle: str | None) -> str:
+    """The row a bundle is counted in: itself, or builtin / unknown, which are not bundles."""
+    if bundle == "builtin":
+        return "builtin"
+    if not bundle or bundle == "unknown":
+        return "unknown"
+    return bundle
+
+
+# -- small helpers ----------------------------------------------------------------------------
+
+
+def iso(ms: int | None) -> str | None:
+    """Epoch ms as ISO 8601 UTC with milliseconds (2026-10-01T08:00:00.000Z), None kept."""
+    if ms is None:
+        return None
+    seconds, millis = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def day_iso(ms: int | None) -> str | None:
+    """Epoch ms as its UTC day, YYYY-MM-DD, None kept."""
+    return None if ms is None else time.strftime("%Y-%m-%d", time.gmtime(ms // 1000))
+
+
+def ratio(part: int, whole: int) -> float | None:
+    """part / whole rounded to 4 places, clamped to [0, 1]; None when whole is 0."""
+    if not whole:
+        return None
+    return round(min(max(part / whole, 0.0), 1.0), 4)
+
+
+def _window(filters: dict) -> dict:
+    """The since/until of a report as ISO strings (None: open)."""
+    return {"since": iso(filters.get("since")), "until": iso(filters.get("until"))}
+
+
+# -- versions ---------------------------------------------------------------------------------
+
+
+def _blank_row(version: str) -> dict:
+    """A version row with every figure at zero."""
+    return {
+        "version": version,
+        "devices": 0,
+        "share": 0.0,
+        "installs": 0,
+        "uninstalls": 0,
+        "failures": 0,
+        "attempts": 0,
+        "fail_rate": None,
+        "first_seen": None,
+        "last_seen": None,
+    }
+
+
+def versions(store: Store, filters: dict, include_dev: bool = False) -> dict:
+    """One row per bundle version: devices, share, installs, uninstalls, failures, fail rate."""
+    prod_only = not include_dev
+    rows: dict[str, dict] = {}
+
+    def row(bundle: str | None) -> dict:
+        group = version_group(bundle)
+        return rows.setdefault(group, _blank_row(group))
+
+    spans: dict[str, list[int]] = {}
+    for total in store.totals(filters, prod_only):
+        target = row(total["bundle"])
+        if total["action"] == "set":
+            target["installs"] += total["n"]
+        span = spans.setdefault(target["version"], [total["first"], total["last"]])
+        span[0], span[1] = min(span[0], total["first"]), max(span[1], total["last"])
+    ignored = 0
+    for failure in store.failure_totals(filters, prod_only):
+        if counts_as_failure(failure["action"], failure["plugin_version"], failure["platform"]):
+            row(failure["bundle"])["failures"] += failure["n"]
+        elif failure["action"] == "download_fail":
+            ignored += failure["n"]
+    for bundle, n in store.uninstall_totals(filters, prod_only).items():
+        row(bundle)["uninstalls"] += n
+    devices = store.device_bundles(filters, prod_only)
+    for bundle, n in devices.items():
+        row(bundle)["devices"] += n
+    all_devices = sum(devices.values())
+    for version, target in rows.items():
+        target["share"] = ratio(target["devices"], all_devices) or 0.0
+        target["attempts"] = target["installs"] + target["failures"]
+        target["fail_rate"] = ratio(target["failures"], target["attempts"])
+        span = spans.get(version)
+        if span:
+            target["first_seen"], target["last_seen"] = day_iso(span[0]), day_iso(span[1])
+    apart = {name: rows.pop(name, _blank_row(name)) for name in NOT_BUNDLES}
+    ordered = sorted(
+        rows.values(), key=lambda r: (r["first_seen"] or "", r["version"]), reverse=True
+    )
+    return {
+        "app_id": filters["app_id"],
+        "include_dev": include_dev,
+        **_window(filters),
+        "devices": all_devices,
+        "versions": ordered,
+        **apart,
+        "ignored_legacy_download_fail": ignored,
+    }
+
+
+# -- the release gate -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What `flask gate` says: its exit code and its one line."""
+
+    code: int
+    line: str
+
+
+def gate(
+    store: Store, app_id: str, version: str, max_fail_rate: float, min_devices: int
+) -> Verdict:
+    """Pass (0) when the version's fail rate is within max_fail_rate, fail (1), or no data (2).
+
+    Counts as /stats/versions does (prod devices, all time): devices reporting are the
+    version's attempts, installs + failures.
+    """
+    report = versions(store, {"app_id": app_id})
+    row = next((r for r in report["versions"] if r["version"] == version), None)
+    attempts = row["attempts"] if row else 0
+    subject = f"{app_id} {version}"
+    if attempts == 0 or attempts < min_devices:
+        return Verdict(
+            2,
+            f"NO DATA {subject}: {attempts} devices reporting (installs + failures from prod"
+            f" devices), {max(min_devices, 1)} needed.",
+        )
+    rate = row["failures"] / attempts
+    ok = rate <= max_fail_rate
+    return Verdict(
+        0 if ok else 1,
+        f"{'PASS' if ok else 'FAIL'} {subject}: fail rate {rate:.2%} ({row['failures']} failures"
+        f" / {attempts} devices reporting) {'<=' if ok else '>'} max {max_fail_rate:.2%};"
+        f" {row['devices']} devices run it.",
+    )
+
+
+# -- timeline ---------------------------------------------------------------------------------
+
+
+def bucket_range(store: Store, filters: dict, interval: str, now: int) -> tuple[int, int]:
+    """The buckets [lo, hi) a timeline covers, in days or hours since 1970.
+
+    Without since/until: the last 30 days (48 hours) up to the app's newest event, or now when
+    that is earlier, so an app that went quiet still shows its last month.
+    """
+    unit = INTERVAL_MS[interval]
+    since, until = filters.get("since"), filters.get("until")
+    if until is None:
+        newest = store.newest_event(filters["app_id"])
+        end = min(now, newest) if newest is not None else now
+        if since is not None and since > end:
+            end = since
+        hi = end // unit + 1
+    else:
+        hi = -(-until // unit)
+    lo = hi - DEFAULT_POINTS[interval] if since is None else since // unit
+    if lo >= hi:
+        raise ReportError(400, "invalid_filter", '"since" must be before "until".')
+    if hi - lo > MAX_POINTS:
+        raise ReportError(
+            400,
+            "range_too_large",
+            f"That range is {hi - lo} {interval}s; a timeline has at most {MAX_POINTS} points."
+            " Narrow since/until, or use interval=day.",
+        )
+    return lo, hi
+
+
+def timeline(
+    store: Store, filters: dict, interval: str = "day", include_dev: bool = False, now: int = 0
+) -> dict:
+    """Zero-filled installs, failures, downloads, app opens and active devices per day or hour."""
+    if interval not in INTERVAL_MS:
+        raise ReportError(400, "invalid_filter", '"interval" must be day or hour.')
+    prod_only, unit = not include_dev, INTERVAL_MS[interval]
+    lo, hi = bucket_range(store, filters, interval, now or _now())
+    points = [
+        {
+            "t": iso(bucket * unit),
+            "installs": 0,
+            "failures": 0,
+            "downloads": 0,
+            "app_opens": 0,
+            "active_devices": None,
+            "installs_by_version": {},
+        }
+        for bucket in range(lo, hi)
+    ]
+    for row in store.series(filters, interval, lo, hi, prod_only, list(TIMELINE_ACTIONS)):
+        point = points[row["bucket"] - lo]
+        point[TIMELINE_ACTIONS[row["action"]]] += row["n"]
+        if row["action"] == "set":
+            by_version = point["installs_by_version"]
+            group = version_group(row["bundle"])
+            by_version[group] = by_version.get(group, 0) + row["n"]
+    for row in store.failure_series(filters, interval, lo, hi, prod_only):
+        if counts_as_failure(row["action"], row["plugin_version"], row["platform"]):
+            points[row["bucket"] - lo]["failures"] += row["n"]
+    notes = []
+    if interval == "hour":
+        notes.append("active_devices is null: distinct devices are kept per day, not per hour.")
+    elif filters.get("platform") is not None:
+        notes.append("active_devices is null: distinct devices are not kept per platform.")
+    else:
+        active = store.active_series(filters["app_id"], lo, hi, prod_only)
+        for bucket, point in zip(range(lo, hi), points, strict=True):
+            point["active_devices"] = active.get(bucket, 0)
+    return {
+        "app_id": filters["app_id"],
+        "interval": interval,
+        "include_dev": include_dev,
+        "since": iso(lo * unit),
+        "until": iso(hi * unit),
+        "points": points,
+        "notes": notes,
+    }
+
+
+def _now() -> int:
+    """The current time in epoch ms."""
+    return time.time_ns() // 1_000_000
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+def _ranked(counts: dict[tuple, int], names: tuple[str, ...]) -> list[dict]:
+    """Grouped counts as rows, biggest first, then by their keys."""
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [{**dict(zip(names, key, strict=True)), "count": n} for key, n in ordered]
+
+
+def failures(
+    store: Store, filters: dict, include_dev: bool = False, version: str | None = None
+) -> dict:
+    """Failures by action and version, by plugin version, by OS version and by platform."""
+    groups: dict[str, dict[tuple, int]] = {"action": {}, "plugin": {}, "os": {}, "platform": {}}
+    total = ignored = 0
+    for row in store.failure_totals(filters, not include_dev):
+        group = version_group(row["bundle"])
+        if version is not None and group != version:
+            continue
+        if not counts_as_failure(row["action"], row["plugin_version"], row["platform"]):
+            ignored += row["n"]
+            continue
+        total += row["n"]
+        for name, key in (
+            ("action", (row["action"], group)),
+            ("plugin", (row["plugin_version"],)),
+            ("os", (row["platform"], row["version_os"])),
+            ("platform", (row["platform"],)),
+        ):
+            groups[name][key] = groups[name].get(key, 0) + row["n"]
+    return {
+        "app_id": filters["app_id"],
+        "version": version,
+        "include_dev": include_dev,
+        **_window(filters),
+        "failures": total,
+        "ignored_legacy_download_fail": ignored,
+        "by_action_version": _ranked(groups["action"], ("action", "version")),
+        "by_plugin_version": _ranked(groups["plugin"], ("plugin_version",)),
+        "by_os_version": _ranked(groups["os"], ("platform", "version_os")),
+        "by_platform": _ranked(groups["platform"], ("platform",)),
+    }
+
+
+# -- summary: is anything arriving ------------------------------------------------------------
+
+
+def summary(store: Store, filters: dict, include_dev: bool = False, now: int = 0) -> dict:
+    """The newest event, how long ago it was, and devices active in the last 1, 7 and 30 days."""
+    now = now or _now()
+    newest = store.newest_event(filters["app_id"])
+    as_of = min(now, newest) if newest is not None else now
+    windows = {f"{days}d": as_of - days * DAY_MS for days in (1, 7, 30)}
+    active = store.active_since(filters, not include_dev, list(windows.values()))
+    return {
+        "app_id": filters["app_id"],
+        "include_dev": include_dev,
+        "last_event_at": iso(newest),
+        "minutes_since_last_event": None if newest is None else max(now - newest, 0) // 60_000,
+        "as_of": iso(as_of),
+        "active_devices": dict(zip(windows, active, strict=True)),
+        "active_since": {key: iso(since) for key, since in windows.items()},
+    }
+
+
+def apps(store: Store) -> list[dict]:
+    """Every app with events, with its newest event time, by app_id."""
+    return [
+        {"app_id": app_id, "last_event_at": iso(store.newest_event(app_id))}
+        for app_id in store.app_ids()
+    ]
+
+
+# -- refused events ---------------------------------------------------------------------------
+
+
+def rejected(store: Store, filters: dict, with_unknown_app: bool = False) -> dict:
+    """Refused events per day, app, reason and action, with totals by reason.
+
+    with_unknown_app adds the refusals no app could be read from (app_id ""), for the page.
+    """
+    app_ids = None
+    if filters.get("app_id") is not None:
+        app_ids = [filters["app_id"], ""] if with_unknown_app else [filters["app_id"]]
+    rows = store.refusals(filters, app_ids)
+    by_reason: dict[tuple, int] = {}
+    for row in rows:
+        key = (row["reason"], row["action"])
+        by_reason[key] = by_reason.get(key, 0) + row["count"]
+    return {
+        "app_id": filters.get("app_id"),
+        **_window(filters),
+        "refused": sum(row["count"] for row in rows),
+        "by_reason_action": _ranked(by_reason, ("reason", "action")),
+        "rows": rows,
+    }
+
+
+# -- raw events: drill-down -------------------------------------------------------------------
+
+EVENT_KINDS = ("install", "failure", "uninstall")
+MAX_LIMIT = 1000
+
+
+def stored_ids(device_id: str | None = None, custom_id: str | None = None) -> dict:
+    """Turn the ids a user typed into the ids as stored, for a lookup.
+
+    The one place a lookup maps ids: device_id is stored lowercased and custom_id trimmed (see
+    events.validate). STATS_HASH_SECRET: when ids are stored hashed, hash them here too.
+    """
+    return {
+        "device_id": None if device_id is None else device_id.lower(),
+        "custom_id": None if custom_id is None else custom_id.strip(),
+    }
+
+
+def encode_cursor(at: int, event_id: int) -> str:
+    """An opaque cursor for the page after the event (at, id)."""
+    return base64.urlsafe_b64encode(f"{at}.{event_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> tuple[int, int] | None:
+    """The (at, id) inside a cursor; ReportError when it is not one of ours."""
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, event_id = raw.split(".")
+        return int(at), int(event_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ReportError(
+            400, "invalid_cursor", '"cursor" must be the "next" value of an earlier page.'
+        ) from None
+
+
+def counts_as(row: dict, include_dev: bool = False) -> list[str]:
+    """The figures a raw event adds one to: install, uninstall (of old_version_name), failure."""
+    if not include_dev and (not row["is_prod"] or row["is_emulator"]):
+        return []
+    figures = []
+    if row["action"] == "set":
+        figures.append("install")
+        old = (row["old_version_name"] or "").split(":", 1)[0]
+        if old and old != row["bundle"]:
+            figures.append("uninstall")
+    if counts_as_failure(row["action"], row["plugin_version"], row["platform"]):
+        figures.append("failure")
+    return figures
+
+
+def event_view(row: dict, include_dev: bool = False) -> dict:
+    """A stored event as the API shows it: ISO times, booleans, metadata as an object."""
+    view = dict(row)
+    view["at"], view["received_at"] = iso(row["at"]), iso(row["received_at"])
+    view["is_emulator"], view["is_prod"] = bool(row["is_emulator"]), bool(row["is_prod"])
+    view["metadata"] = json.loads(row["metadata"]) if row["metadata"] else None
+    view["counts_as"] = counts_as(row, include_dev)
+    return view
+
+
+def event_list(
+    store: Store,
+    filters: dict,
+    limit: int = 100,
+    cursor: str | None = None,
+    include_dev: bool = False,
+) -> dict:
+    """Raw events matching filters, newest first, one page, with the cursor of the next page."""
+    rows = store.events_page(filters, limit + 1, decode_cursor(cursor))
+    more, rows = len(rows) > limit, rows[:limit]
+    return {
+        "events": [event_view(row, include_dev) for row in rows],
+        "next": encode_cursor(rows[-1]["at"], rows[-1]["id"]) if more else None,
+    }
+
+
+def device(
+    store: Store,
+    filters: dict,
+    limit: int = 100,
+    cursor: str | None = None,
+    include_dev: bool = False,
+) -> dict:
+    """One device's (or one custom_id's devices') events, newest first, and current state."""
+    key = "device_id" if filters.get("device_id") is not None else "custom_id"
+    page = event_list(store, filters, limit, cursor, include_dev)
+    states = store.device_states(filters)
+    if not page["events"] and not states and cursor is None:
+        raise ReportError(404, "device_not_found", f"No events are stored for this {key}.")
+    return {
+        key: filters[key],
+        "current": [
+            {
+                **state,
+                "prod": bool(state["prod"]),
+                "first_seen": iso(state["first_seen"]),
+                "last_seen": iso(state["last_seen"]),
+                "bundle_at": iso(state["bundle_at"]),
+            }
+            for state in states
+        ],
+        **page,
+    }
+
+
+# -- the dashboard ----------------------------------------------------------------------------
+
+
+def dashboard(store: Store, filters: dict, include_dev: bool = False, now: int = 0) -> dict:
+    """Everything the page shows for one app, from the same functions as the JSON API."""
+    now = now or _now()
+    app_list = apps(store)
+    if filters.get("app_id") is None and app_list:
+        newest = max(app_list, key=lambda a: a["last_event_at"] or "")
+        filters = {**filters, "app_id": newest["app_id"]}
+    report: dict[str, Any] = {
+        "apps": app_list,
+        "app_id": filters.get("app_id"),
+        "include_dev": include_dev,
+        "filters": filters,
+        "definitions": DEFINITIONS,
+    }
+    if filters.get("app_id") is None:
+        return report
+    report["summary"] = summary(store, filters, include_dev, now)
+    report["versions"] = versions(store, filters, include_dev)
+    report["timeline"] = timeline(store, filters, "day", include_dev, now)
+    report["failures"] = failures(store, filters, include_dev)
+    report["rejected"] = rejected(store, filters, with_unknown_app=True)
+    return report
