@@ -70,7 +70,9 @@ class ReportError(ValueError):
 
 # -- plugin versions and what counts as a failure ---------------------------------------------
 
-_VERSION = re.compile(r"[vV]?(\d{1,9})(?:\.(\d{1,9}))?(?:\.(\d{1,9}))?(.*)", re.DOTALL)
+_VERSION = re.compile(
+    r"[vV]?(\d{1,9})(?:\.(\d{1,9}))?(?:\.(\d{1,9}))?(\D.*)?", re.DOTALL | re.ASCII
+)
 
 
 def parse_version(text: Any) -> tuple[int, int, int, int] | None:
@@ -85,6 +87,7 @@ def parse_version(text: Any) -> tuple[int, int, int, int] | None:
     if not match:
         return None
     major, minor, patch, rest = match.groups()
+    rest = rest or ""
     pre_release = rest[:1] == "-" or rest[:1].isalpha()
     return int(major), int(minor or 0), int(patch or 0), 0 if pre_release else 1
 
@@ -442,7 +445,7 @@ def rejected(store: Store, filters: dict, with_unknown_app: bool = False) -> dic
 
 # -- raw events: drill-down -------------------------------------------------------------------
 
-EVENT_KINDS = ("install", "failure", "uninstall")
+EVENT_KINDS = ("install", "failure", "attempt", "uninstall")
 MAX_LIMIT = 1000
 
 

@@ -839,6 +839,8 @@ def event_where(filters: dict) -> tuple[str, list]:
         clauses.append("action = 'set'")
     elif kind == "failure":
         clauses.append(FAILURE)
+    elif kind == "attempt":
+        clauses.append(f"(action = 'set' OR {FAILURE})")
     elif kind == "uninstall":
         clauses.append(f"action = 'set' AND {OLD_BUNDLE} <> '' AND {OLD_BUNDLE} <> bundle")
     if version is not None:
