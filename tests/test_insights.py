@@ -1,0 +1,402 @@
+"""The insight routes: versions, timeline, failures, summary, raw events, devices, rejected."""
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import events
+import reports
+from app import create_app
+from payloads import event
+
+HOUR, DAY = 3_600_000, 86_400_000
+NOW = events.now_ms()
+
+
+def post(client, batch):
+    response = client.post("/stats", data=json.dumps(batch))
+    assert response.status_code == 200, response.json
+    assert all(r["status"] == "ok" for r in response.json["results"]), response.json
+    return response
+
+
+def iso(ms):
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def query(**args):
+    """A query string; '+' in an offset escaped."""
+    return "&".join(f"{k}={str(v).replace('+', '%2B')}" for k, v in args.items() if v is not None)
+
+
+# -- versions agree with the raw events, for any range ----------------------------------------
+
+
+def expected_from_raw(raw, since, until):
+    """(installs, uninstalls, failures) per version, counted straight from raw events."""
+    found = {}
+
+    def add(version, index):
+        found.setdefault(reports.version_group(version), [0, 0, 0])[index] += 1
+
+    for e in raw:
+        if (since is not None and e["at"] < since) or (until is not None and e["at"] >= until):
+            continue
+        if not e["is_prod"] or e["is_emulator"]:
+            continue
+        if e["action"] == "set":
+            add(e["bundle"], 0)
+            old = (e["old_version_name"] or "").split(":")[0]
+            if old and old != e["bundle"]:
+                add(old, 1)
+        if reports.counts_as_failure(e["action"], e["plugin_version"], e["platform"]):
+            add(e["bundle"], 2)
+    return {version: tuple(n) for version, n in found.items()}
+
+
+random_events = st.lists(
+    st.fixed_dictionaries(
+        {
+            "action": st.sampled_from(
+                ["set", "set_fail", "download_fail", "app_moved_to_foreground"]
+            ),
+            "version_name": st.sampled_from(["1.0.0", "1.1.0", "1.1.0:www/a.js", "builtin", ""]),
+            "old_version_name": st.sampled_from(["", "1.0.0", "1.1.0", "builtin"]),
+            "plugin_version": st.sampled_from(["6.10.3", "7.17.0", "8.51.14", ""]),
+            "is_prod": st.booleans(),
+            "is_emulator": st.booleans(),
+            "platform": st.sampled_from(["android", "ios"]),
+            "device": st.integers(0, 6),
+            "offset": st.integers(0, 3 * DAY),
+        }
+    ),
+    min_size=1,
+    max_size=30,
+)
+offsets = st.none() | st.integers(0, 3 * DAY)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=random_events, since=offsets, until=offsets)
+def test_versions_from_rollups_equal_the_raw_events_for_any_range(
+    tmp_path_factory, batch, since, until
+):
+    app = create_app({"STATS_DB": str(tmp_path_factory.mktemp("db") / "s.db")})
+    client = app.test_client()
+    bodies = []
+    for i, e in enumerate(batch):
+        fields = {k: v for k, v in e.items() if k not in ("device", "offset")}
+        bodies.append(
+            event(
+                **fields,
+                app_id="com.a",
+                device_id=f"d{e['device']}",
+                timestamp=NOW - e["offset"] - i,
+            )
+        )
+    post(client, bodies)
+    since_ms = None if since is None else NOW - since
+    until_ms = None if until is None else NOW - until
+    report = client.get(
+        "/stats/versions?" + query(app_id="com.a", since=since_ms and iso(since_ms),
+                                   until=until_ms and iso(until_ms))
+    ).json  # fmt: skip
+    if since_ms is not None and until_ms is not None and since_ms >= until_ms:
+        since_ms = until_ms  # an empty range
+    rows = [*report["versions"], report["builtin"], report["unknown"]]
+    got = {
+        r["version"]: (r["installs"], r["uninstalls"], r["failures"])
+        for r in rows
+        if r["installs"] or r["uninstalls"] or r["failures"]
+    }
+    raw = app.extensions["store"].query("SELECT *, bundle FROM event")
+    assert got == expected_from_raw(raw, since_ms, until_ms)
+    assert sum(r["devices"] for r in rows) == report["devices"]
+    assert all(0 <= r["share"] <= 1 for r in rows)
+    if report["devices"]:
+        assert abs(sum(r["share"] for r in rows) - 1) < 0.001
+
+
+MINUTE = 60_000
+BASE = (NOW // DAY - 3) * DAY  # midnight, three days ago
+RAGGED_RANGES = [
+    (BASE + 90 * MINUTE + 17_000, BASE + 2 * DAY + 5 * HOUR + 3 * MINUTE),  # ragged both ends
+    (BASE + HOUR, BASE + 2 * DAY),  # whole hours, then whole days
+    (None, BASE + 30 * HOUR + 5 * MINUTE),
+    (BASE + 47 * HOUR + 59 * MINUTE, None),
+    (BASE + 10 * MINUTE, BASE + 50 * MINUTE),  # inside one hour
+    (BASE + 23 * HOUR + 30 * MINUTE, BASE + 25 * HOUR + 10 * MINUTE),  # across a midnight
+]
+
+
+@pytest.mark.parametrize("since, until", RAGGED_RANGES)
+def test_versions_are_exact_at_the_ragged_edges_of_a_range(client, rows, since, until):
+    kinds = [
+        {"action": "set", "version_name": "1.1.0", "old_version_name": "1.0.0"},
+        {"action": "set_fail", "version_name": "1.1.0"},
+        {"action": "download_fail", "version_name": "1.1.0", "plugin_version": "7.0.0"},
+        {"action": "download_fail", "version_name": "1.0.0", "plugin_version": "8.0.0"},
+        {"action": "set", "version_name": "1.0.0", "old_version_name": "builtin"},
+    ]
+    post(
+        client,
+        [
+            event(**kinds[i % len(kinds)], device_id=f"d{i % 11}", timestamp=BASE + i * 37 * MINUTE)
+            for i in range(72 * 60 // 37)
+        ],
+    )
+    report = client.get(
+        "/stats/versions?" + query(app_id="com.example.app", since=since and iso(since),
+                                   until=until and iso(until))
+    ).json  # fmt: skip
+    got = {
+        r["version"]: (r["installs"], r["uninstalls"], r["failures"])
+        for r in [*report["versions"], report["builtin"]]
+        if r["installs"] or r["uninstalls"] or r["failures"]
+    }
+    raw = rows("SELECT *, bundle FROM event")
+    assert got == expected_from_raw(raw, since, until)
+    legacy = sum(
+        1
+        for e in raw
+        if e["plugin_version"] == "7.0.0"
+        and (since is None or e["at"] >= since)
+        and (until is None or e["at"] < until)
+    )
+    assert report["ignored_legacy_download_fail"] == legacy
+
+
+# -- bad input: one error shape, never a 500 --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url, status, error",
+    [
+        ("/stats/versions", 400, "missing_filter"),
+        ("/stats/timeline", 400, "missing_filter"),
+        ("/stats/failures", 400, "missing_filter"),
+        ("/stats/summary", 400, "missing_filter"),
+        ("/stats/versions?app_id=a&action=set", 400, "invalid_filter"),
+        ("/stats/versions?app_id=a&include_dev=maybe", 400, "invalid_filter"),
+        ("/stats/versions?app_id=a&since=yesterday", 400, "invalid_filter"),
+        ("/stats/timeline?app_id=a&interval=week", 400, "invalid_filter"),
+        ("/stats/timeline?app_id=a&since=2026-01-01&until=2025-01-01", 400, "invalid_filter"),
+        ("/stats/timeline?app_id=a&since=2020-01-01&until=2026-01-01", 400, "range_too_large"),
+        ("/stats/timeline?app_id=a&interval=hour&since=2026-01-01&until=2026-02-01", 400,
+         "range_too_large"),
+        ("/stats/events?limit=0", 400, "invalid_filter"),
+        ("/stats/events?limit=1001", 400, "invalid_filter"),
+        ("/stats/events?limit=ten", 400, "invalid_filter"),
+        ("/stats/events?kind=crash", 400, "invalid_filter"),
+        ("/stats/events?prod=2", 400, "invalid_filter"),
+        ("/stats/events?cursor=not-a-cursor", 400, "invalid_cursor"),
+        ("/stats/devices", 400, "missing_filter"),
+        ("/stats/devices?custom_id=%20", 400, "missing_filter"),
+        ("/stats/devices/no-such-device", 404, "device_not_found"),
+        ("/stats/devices?custom_id=nobody", 404, "device_not_found"),
+        ("/?action=set", 400, "invalid_filter"),
+    ],
+)  # fmt: skip
+def test_a_bad_report_query_gets_a_json_error_and_writes_nothing(client, rows, url, status, error):
+    response = client.get(url)
+    assert (response.status_code, response.json["error"]) == (status, error), response.json
+    assert response.json["message"]
+    assert rows("SELECT count(*) AS n FROM event") == [{"n": 0}]
+
+
+# -- timeline ---------------------------------------------------------------------------------
+
+
+def test_an_hourly_timeline_has_48_zero_filled_points_and_says_why_active_devices_is_null(client):
+    post(client, [event(timestamp=NOW - 2 * HOUR), event(action="set_fail", timestamp=NOW - 1)])
+    report = client.get("/stats/timeline?app_id=com.example.app&interval=hour").json
+    points = report["points"]
+    assert len(points) == 48
+    assert sum(p["installs"] for p in points) == 1 and sum(p["failures"] for p in points) == 1
+    assert points[-1]["failures"] == 1 and points[-3]["installs"] == 1
+    assert all(p["active_devices"] is None for p in points)
+    assert "per day, not per hour" in report["notes"][0]
+
+
+def test_a_daily_timeline_with_a_platform_filter_has_no_active_devices(client):
+    post(client, [event(timestamp=NOW - 1, platform="ios")])
+    report = client.get("/stats/timeline?app_id=com.example.app&platform=ios").json
+    assert report["points"][-1]["installs"] == 1
+    assert report["points"][-1]["active_devices"] is None
+    assert "not kept per platform" in report["notes"][0]
+
+
+def test_a_timeline_range_is_cut_into_whole_days(client):
+    day = datetime.fromtimestamp(NOW / 1000, tz=UTC).date().isoformat()
+    report = client.get(f"/stats/timeline?app_id=a&since={day}&until={day}").json
+    assert [p["t"] for p in report["points"]] == [f"{day}T00:00:00.000Z"]
+    next_day = datetime.fromtimestamp(NOW / 1000 + 86_400, tz=UTC).date().isoformat()
+    assert report["until"] == f"{next_day}T00:00:00.000Z"  # a date as until: its end
+
+
+# -- summary ----------------------------------------------------------------------------------
+
+
+def test_the_summary_says_how_long_ago_the_last_event_was_and_who_was_active(client):
+    post(
+        client,
+        [
+            event(device_id="a", timestamp=NOW - 10 * 60_000),
+            event(device_id="b", timestamp=NOW - 3 * DAY),
+            event(device_id="c", timestamp=NOW - 20 * DAY),
+            event(device_id="d", timestamp=NOW - 40 * DAY),
+            event(device_id="e", timestamp=NOW - 60_000, is_emulator=True),
+        ],
+    )
+    report = client.get("/stats/summary?app_id=com.example.app").json
+    assert report["minutes_since_last_event"] in (0, 1)  # e, the emulator, sent the newest
+    assert report["active_devices"] == {"1d": 1, "7d": 2, "30d": 3}
+    dev = client.get("/stats/summary?app_id=com.example.app&include_dev=1").json
+    assert dev["active_devices"] == {"1d": 2, "7d": 3, "30d": 4}
+
+
+# -- raw events and devices -------------------------------------------------------------------
+
+
+def test_raw_events_page_newest_first_and_new_arrivals_never_shift_the_pages(client):
+    post(client, [event(device_id=f"d{i}", timestamp=NOW - i * 1000) for i in range(25)])
+    seen, cursor = [], None
+    for page_number in range(10):
+        url = "/stats/events?limit=10" + (f"&cursor={cursor}" if cursor else "")
+        page = client.get(url).json
+        seen += [e["device_id"] for e in page["events"]]
+        if page_number == 0:  # arrivals while paging: one newer, one older than the cursor
+            post(client, [event(device_id="new", timestamp=NOW + 1000)])
+            post(client, [event(device_id="late", timestamp=NOW - 100 * 1000)])
+        cursor = page["next"]
+        if cursor is None:
+            break
+    original = [f"d{i}" for i in range(25)]
+    assert [d for d in seen if d in original] == original  # every one, once, in order
+    assert "new" not in seen and seen[-1] == "late"
+
+
+def test_raw_events_from_several_apps_are_merged_newest_first(client):
+    post(
+        client,
+        [event(app_id=("com.a", "com.b", "com.c")[i % 3], device_id=f"d{i}", timestamp=NOW - i)
+         for i in range(12)],
+    )  # fmt: skip
+    page = client.get("/stats/events?limit=5").json
+    assert [e["device_id"] for e in page["events"]] == ["d0", "d1", "d2", "d3", "d4"]
+    rest = client.get(f"/stats/events?limit=100&cursor={page['next']}").json
+    assert [e["device_id"] for e in rest["events"]] == [f"d{i}" for i in range(5, 12)]
+    assert rest["next"] is None
+
+
+@pytest.mark.parametrize(
+    "filters, expected",
+    [
+        ("kind=install", ["set-new", "set-old", "dev-set"]),
+        ("kind=install&prod=1", ["set-new", "set-old"]),
+        ("kind=install&prod=0", ["dev-set"]),
+        ("kind=failure", ["fail", "legacy"]),
+        ("kind=attempt&version=1.1.0&prod=1", ["set-new", "fail"]),
+        ("kind=uninstall&version=1.0.0", ["set-new"]),
+        ("version=1.1.0&action=download_complete", ["download"]),
+        ("plugin_version=6.10.3", ["legacy"]),
+        ("platform=ios", ["ios-open"]),
+        ("device_id=DEV-1", ["set-new", "download"]),
+        ("custom_id=%20user@example.com", ["fail"]),
+    ],
+)
+def test_raw_events_take_every_filter(client, filters, expected):
+    t = NOW - 1000
+    post(
+        client,
+        [
+            event(action="set", version_name="1.0.0", old_version_name="builtin",
+                  device_id="other", timestamp=t - 9, metadata={"k": "set-old"}),
+            event(action="download_complete", version_name="1.1.0:www/app.js",
+                  device_id="Dev-1", timestamp=t - 8, metadata={"k": "download"}),
+            event(action="set", version_name="1.1.0", old_version_name="1.0.0",
+                  device_id="dev-1", timestamp=t - 7, metadata={"k": "set-new"}),
+            event(action="set_fail", version_name="1.1.0", custom_id="user@example.com",
+                  device_id="x", timestamp=t - 6, metadata={"k": "fail"}),
+            event(action="download_fail", version_name="1.0.0", plugin_version="6.10.3",
+                  device_id="y", timestamp=t - 5, metadata={"k": "legacy"}),
+            event(action="set", version_name="1.2.0", is_prod=False, device_id="z",
+                  timestamp=t - 4, metadata={"k": "dev-set"}),
+            event(action="app_moved_to_foreground", platform="ios", device_id="w",
+                  timestamp=t - 3, metadata={"k": "ios-open"}),
+        ],
+    )  # fmt: skip
+    response = client.get(f"/stats/events?{filters}")
+    assert response.status_code == 200, response.json
+    assert sorted(e["metadata"]["k"] for e in response.json["events"]) == sorted(expected)
+
+
+def test_a_raw_event_says_what_it_counts_as(client):
+    post(
+        client,
+        [
+            event(action="set", version_name="1.1.0", old_version_name="1.0.0", timestamp=NOW - 3),
+            event(action="download_fail", plugin_version="7.0.0", timestamp=NOW - 2),
+            event(action="set", is_emulator=True, timestamp=NOW - 1),
+        ],
+    )
+    listed = client.get("/stats/events").json["events"]
+    assert [e["counts_as"] for e in listed] == [[], [], ["install", "uninstall"]]
+    with_dev = client.get("/stats/events?include_dev=1").json["events"]
+    assert with_dev[0]["counts_as"] == ["install", "uninstall"]
+    assert listed[0]["is_emulator"] is True and listed[0]["at"].endswith("Z")
+
+
+def test_a_custom_id_finds_the_events_of_all_its_devices(client):
+    post(
+        client,
+        [
+            event(device_id="phone", custom_id="ann@example.com", timestamp=NOW - 3),
+            event(device_id="tablet", custom_id="ann@example.com", timestamp=NOW - 2),
+            event(device_id="other", custom_id="bob@example.com", timestamp=NOW - 1),
+        ],
+    )
+    report = client.get("/stats/devices?custom_id=ann@example.com%20").json
+    assert report["custom_id"] == "ann@example.com"
+    assert [e["device_id"] for e in report["events"]] == ["tablet", "phone"]
+    assert sorted(s["device_id"] for s in report["current"]) == ["phone", "tablet"]
+
+
+def test_a_device_timeline_is_bounded_by_limit_and_pages_on(client):
+    post(client, [event(action="app_moved_to_foreground", timestamp=NOW - i) for i in range(5)])
+    device_id = event()["device_id"]
+    first = client.get(f"/stats/devices/{device_id}?limit=3").json
+    assert len(first["events"]) == 3 and first["next"]
+    rest = client.get(f"/stats/devices/{device_id}?limit=3&cursor={first['next']}").json
+    assert len(rest["events"]) == 2 and rest["next"] is None
+
+
+# -- refused events ---------------------------------------------------------------------------
+
+
+def test_refused_events_are_reported_by_day_app_reason_and_action(client):
+    client.post("/stats", data=json.dumps([event(action="fly"), event(action="fly"),
+                                           event(app_id="")]))  # fmt: skip
+    client.post("/stats", json=event(app_id="com.b", action="fly"))
+    client.post("/stats", data=b"not json")
+    today = datetime.fromtimestamp(NOW / 1000, tz=UTC).date().isoformat()
+    report = client.get("/stats/rejected").json
+    assert report["refused"] == 5
+    assert report["by_reason_action"] == [
+        {"reason": "unknown_action", "action": "fly", "count": 3},
+        {"reason": "invalid_json", "action": "", "count": 1},
+        {"reason": "missing_field", "action": "set", "count": 1},
+    ]
+    assert {(r["day"], r["app_id"], r["reason"], r["count"]) for r in report["rows"]} == {
+        (today, "com.example.app", "unknown_action", 2),
+        (today, "com.b", "unknown_action", 1),
+        (today, "", "missing_field", 1),
+        (today, "", "invalid_json", 1),
+    }
+    one_app = client.get("/stats/rejected?app_id=com.b").json
+    assert one_app["refused"] == 1
+    assert client.get("/stats/rejected?action=set").json["refused"] == 1
+    assert client.get("/stats/rejected?until=2020-01-01").json["refused"] == 0
