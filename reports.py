@@ -505,6 +505,21 @@ def event_view(row: dict, include_dev: bool = False) -> dict:
     return view
 
 
+MAX_SCAN = 10_000  # raw events one page may read past while skipping legacy download_fail
+
+
+def _counted(row: dict, kind: str | None) -> bool:
+    """Whether a raw event the store matched really counts for the kind asked for.
+
+    SQL picks every action ending in _fail; the legacy download_fail rule is applied here.
+    """
+    if kind == "failure":
+        return counts_as_failure(row["action"], row["plugin_version"], row["platform"])
+    if kind == "attempt":
+        return row["action"] == "set" or _counted(row, "failure")
+    return True
+
+
 def event_list(
     store: Store,
     filters: dict,
@@ -512,12 +527,30 @@ def event_list(
     cursor: str | None = None,
     include_dev: bool = False,
 ) -> dict:
-    """Raw events matching filters, newest first, one page, with the cursor of the next page."""
-    rows = store.events_page(filters, limit + 1, decode_cursor(cursor))
-    more, rows = len(rows) > limit, rows[:limit]
+    """Raw events matching filters, newest first, one page, with the cursor of the next page.
+
+    kind=failure (and attempt) leave out legacy download_fail, so a figure's link lists exactly
+    what it counts; a page skipping many of them may hold fewer than `limit` events.
+    """
+    position, kind = decode_cursor(cursor), filters.get("kind")
+    rows: list[dict] = []
+    scanned, exhausted = 0, False
+    while len(rows) <= limit and scanned < MAX_SCAN and not exhausted:
+        batch = store.events_page(filters, limit + 1, position)
+        exhausted = len(batch) <= limit
+        for row in batch:
+            position, scanned = (row["at"], row["id"]), scanned + 1
+            if _counted(row, kind):
+                rows.append(row)
+                if len(rows) > limit:
+                    break
+    if len(rows) > limit:
+        rows, after = rows[:limit], (rows[limit - 1]["at"], rows[limit - 1]["id"])
+    else:
+        after = None if exhausted else position
     return {
         "events": [event_view(row, include_dev) for row in rows],
-        "next": encode_cursor(rows[-1]["at"], rows[-1]["id"]) if more else None,
+        "next": None if after is None else encode_cursor(*after),
     }
 
 

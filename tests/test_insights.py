@@ -298,7 +298,8 @@ def test_raw_events_from_several_apps_are_merged_newest_first(client):
         ("kind=install", ["set-new", "set-old", "dev-set"]),
         ("kind=install&prod=1", ["set-new", "set-old"]),
         ("kind=install&prod=0", ["dev-set"]),
-        ("kind=failure", ["fail", "legacy"]),
+        ("kind=failure", ["fail"]),  # a legacy download_fail is no failure
+        ("action=download_fail", ["legacy"]),
         ("kind=attempt&version=1.1.0&prod=1", ["set-new", "fail"]),
         ("kind=uninstall&version=1.0.0", ["set-new"]),
         ("version=1.1.0&action=download_complete", ["download"]),
@@ -332,6 +333,28 @@ def test_raw_events_take_every_filter(client, filters, expected):
     response = client.get(f"/stats/events?{filters}")
     assert response.status_code == 200, response.json
     assert sorted(e["metadata"]["k"] for e in response.json["events"]) == sorted(expected)
+
+
+def test_failure_pages_skip_legacy_download_fail_and_still_list_every_failure(client):
+    batch = []
+    for i in range(40):
+        legacy = i % 5 != 0  # four legacy download_fail, then one real failure
+        batch.append(
+            event(action="download_fail", plugin_version="6.0.0" if legacy else "8.0.0",
+                  device_id=f"d{i}", timestamp=NOW - i * 1000)
+        )  # fmt: skip
+    post(client, batch)
+    seen, cursor = [], None
+    while True:
+        page = client.get(
+            "/stats/events?kind=failure&limit=3" + (f"&cursor={cursor}" if cursor else "")
+        ).json
+        assert len(page["events"]) <= 3
+        seen += [e["device_id"] for e in page["events"]]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert seen == [f"d{i}" for i in range(0, 40, 5)]
 
 
 def test_a_raw_event_says_what_it_counts_as(client):

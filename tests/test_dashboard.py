@@ -1,0 +1,130 @@
+"""The dashboard at /: escaping, the app picker, definitions, and links that tell the truth."""
+
+import json
+import re
+from html import unescape
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import events
+import reports
+from browser import Page
+from payloads import event
+
+NOW = events.now_ms()
+HOUR = 3_600_000
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def post(client, batch):
+    response = client.post("/stats", data=json.dumps(batch))
+    assert response.status_code == 200, response.json
+
+
+def page(client, url="/"):
+    response = client.get(url)
+    assert response.status_code == 200, response.data[:500]
+    assert response.mimetype == "text/html"
+    return response.get_data(as_text=True)
+
+
+def test_an_empty_database_shows_how_to_get_data(client):
+    html = page(client)
+    assert "No events yet" in html
+    assert "cp stats.db.example stats.db" in html
+
+
+def test_everything_a_device_sent_is_escaped_on_the_page(client):
+    script = "<script>alert(1)</script>"
+    post(
+        client,
+        [
+            event(app_id=script, version_name=script, action="set", timestamp=NOW - 2),
+            event(app_id=script, version_name=script, action="unzip_fail", timestamp=NOW - 1,
+                  plugin_version=script, version_os=script),
+            event(app_id="com.plain", timestamp=NOW - HOUR),
+        ],
+    )  # fmt: skip
+    client.post("/stats", json=event(app_id=script, action="<b>fly</b>"))
+    html = page(client, "/?app_id=" + script)
+    assert "<script>" not in html and "<b>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;b&gt;fly&lt;/b&gt;" in html  # the refused action
+    parsed = Page(html)
+    assert parsed.current_app == script
+    assert parsed.row(script)["installs"] == "1"
+
+
+def test_the_app_picker_lists_every_app_and_opens_the_newest(client):
+    post(
+        client,
+        [
+            event(app_id="com.old", timestamp=NOW - 5 * HOUR),
+            event(app_id="com.new", timestamp=NOW - HOUR),
+            event(app_id="com.mid", timestamp=NOW - 2 * HOUR),
+        ],
+    )
+    parsed = Page(page(client))
+    assert parsed.apps == ["com.mid", "com.new", "com.old"]
+    assert parsed.current_app == "com.new"
+    assert Page(page(client, "/?app_id=com.old")).current_app == "com.old"
+
+
+def normalized(text):
+    return " ".join(text.split())
+
+
+def test_every_figure_definition_is_on_the_page_and_in_the_readme(client):
+    post(client, [event(timestamp=NOW - 1)])
+    html = normalized(unescape(page(client)))
+    readme = normalized(README.read_text())
+    for name, definition in reports.DEFINITIONS.items():
+        assert normalized(definition) in html, name
+        assert normalized(definition) in readme, name
+
+
+def links_of(html):
+    """Every figure of the page with the URL it links to."""
+    found = []
+    for match in re.finditer(
+        r'data-figure="([^"]+)"[^>]*>(?:<[^a][^>]*>)*<a href="([^"]+)">', html
+    ):
+        found.append((match.group(1), unescape(match.group(2))))
+    return found
+
+
+def test_every_number_on_the_page_links_to_what_it_counts(client):
+    post(
+        client,
+        [
+            event(action="set", version_name="1.0.0", old_version_name="builtin",
+                  device_id="a", timestamp=NOW - 3 * HOUR),
+            event(action="set", version_name="1.1.0", old_version_name="1.0.0",
+                  device_id="a", timestamp=NOW - 2 * HOUR),
+            event(action="set", version_name="1.0.0", device_id="b", timestamp=NOW - 2 * HOUR),
+            event(action="set_fail", version_name="1.1.0", device_id="b", timestamp=NOW - HOUR),
+            event(action="download_fail", version_name="1.1.0", device_id="c",
+                  plugin_version="6.0.0", timestamp=NOW - HOUR),
+            event(action="set", version_name="1.1.0", device_id="e", is_emulator=True,
+                  timestamp=NOW - HOUR),
+        ],
+    )  # fmt: skip
+    html = page(client)
+    parsed = Page(html)
+    figures = {a["data-figure"] for a, _ in parsed.figures}
+    linked = links_of(html)
+    assert figures == {name for name, _ in linked}  # every figure is a link
+    for _, url in linked:
+        assert urlsplit(url).path in ("/stats/events", "/stats/rejected"), url
+    # and the links of counts lead to exactly that many events
+    for name in ("installs", "uninstalls", "failures"):
+        for version in ("1.0.0", "1.1.0"):
+            [url] = [
+                u
+                for n, u in linked
+                if n == name and f"version={version}" in u and "action" not in u
+            ]
+            listed = client.get(url).json["events"]
+            assert len(listed) == int(parsed.row(version)[name]), (name, version, url)
+    [url] = [u for n, u in linked if n == "failures" and "version=1.1.0" in u and "action" not in u]
+    assert parse_qs(urlsplit(url).query)["prod"] == ["1"]  # the emulator's events left out
