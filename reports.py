@@ -169,8 +169,13 @@ def _blank_row(version: str) -> dict:
     }
 
 
-def versions(store: Store, filters: dict, include_dev: bool = False) -> dict:
-    """One row per bundle version: devices, share, installs, uninstalls, failures, fail rate."""
+def versions(
+    store: Store, filters: dict, include_dev: bool = False, failure_rows: list | None = None
+) -> dict:
+    """One row per bundle version: devices, share, installs, uninstalls, failures, fail rate.
+
+    failure_rows: store.failure_totals() for the same filters, when the caller already has it.
+    """
     prod_only = not include_dev
     rows: dict[str, dict] = {}
 
@@ -186,7 +191,9 @@ def versions(store: Store, filters: dict, include_dev: bool = False) -> dict:
         span = spans.setdefault(target["version"], [total["first"], total["last"]])
         span[0], span[1] = min(span[0], total["first"]), max(span[1], total["last"])
     ignored = 0
-    for failure in store.failure_totals(filters, prod_only):
+    if failure_rows is None:
+        failure_rows = store.failure_totals(filters, prod_only)
+    for failure in failure_rows:
         if counts_as_failure(failure["action"], failure["plugin_version"], failure["platform"]):
             row(failure["bundle"])["failures"] += failure["n"]
         elif failure["action"] == "download_fail":
@@ -355,12 +362,18 @@ def _ranked(counts: dict[tuple, int], names: tuple[str, ...]) -> list[dict]:
 
 
 def failures(
-    store: Store, filters: dict, include_dev: bool = False, version: str | None = None
+    store: Store,
+    filters: dict,
+    include_dev: bool = False,
+    version: str | None = None,
+    failure_rows: list | None = None,
 ) -> dict:
     """Failures by action and version, by plugin version, by OS version and by platform."""
     groups: dict[str, dict[tuple, int]] = {"action": {}, "plugin": {}, "os": {}, "platform": {}}
     total = ignored = 0
-    for row in store.failure_totals(filters, not include_dev):
+    if failure_rows is None:
+        failure_rows = store.failure_totals(filters, not include_dev)
+    for row in failure_rows:
         group = version_group(row["bundle"])
         if version is not None and group != version:
             continue
@@ -602,9 +615,10 @@ def dashboard(store: Store, filters: dict, include_dev: bool = False, now: int =
     }
     if filters.get("app_id") is None:
         return report
+    failure_rows = store.failure_totals(filters, not include_dev)  # read once, used twice
     report["summary"] = summary(store, filters, include_dev, now)
-    report["versions"] = versions(store, filters, include_dev)
+    report["versions"] = versions(store, filters, include_dev, failure_rows)
     report["timeline"] = timeline(store, filters, "day", include_dev, now)
-    report["failures"] = failures(store, filters, include_dev)
+    report["failures"] = failures(store, filters, include_dev, failure_rows=failure_rows)
     report["rejected"] = rejected(store, filters, with_unknown_app=True)
     return report

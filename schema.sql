@@ -92,6 +92,20 @@ CREATE TABLE IF NOT EXISTS failure_hour (
     PRIMARY KEY (app_id, hour, action, bundle, platform, plugin_version, version_os, prod)
 ) WITHOUT ROWID;
 
+-- The same per day (schema 3): whole days of a failure report read this, not 24 hourly rows.
+CREATE TABLE IF NOT EXISTS failure_day (
+    app_id         TEXT    NOT NULL,
+    day            INTEGER NOT NULL,
+    action         TEXT    NOT NULL,
+    bundle         TEXT    NOT NULL,
+    platform       TEXT    NOT NULL,
+    plugin_version TEXT    NOT NULL,
+    version_os     TEXT    NOT NULL,
+    prod           INTEGER NOT NULL,
+    count          INTEGER NOT NULL,
+    PRIMARY KEY (app_id, day, action, bundle, platform, plugin_version, version_os, prod)
+) WITHOUT ROWID;
+
 -- A `set` whose old_version_name names another bundle: that old bundle lost a device.
 CREATE TABLE IF NOT EXISTS uninstall_day (
     app_id   TEXT    NOT NULL,
@@ -164,6 +178,15 @@ BEGIN
     ON CONFLICT (app_id, hour, action, bundle, platform, plugin_version, version_os, prod)
     DO UPDATE SET count = count + 1;
 
+    INSERT INTO failure_day
+        (app_id, day, action, bundle, platform, plugin_version, version_os, prod, count)
+    SELECT NEW.app_id, NEW.at / 86400000, NEW.action, NEW.bundle, NEW.platform,
+           coalesce(NEW.plugin_version, ''), coalesce(NEW.version_os, ''),
+           NEW.is_prod AND NOT NEW.is_emulator, 1
+    WHERE NEW.action LIKE '%\_fail' ESCAPE '\'
+    ON CONFLICT (app_id, day, action, bundle, platform, plugin_version, version_os, prod)
+    DO UPDATE SET count = count + 1;
+
     INSERT INTO uninstall_day (app_id, day, bundle, platform, prod, count)
     SELECT NEW.app_id, NEW.at / 86400000, old_bundle, NEW.platform,
            NEW.is_prod AND NOT NEW.is_emulator, 1
@@ -198,4 +221,4 @@ BEGIN
     ON CONFLICT (app_id, day, device_id) DO NOTHING;
 END;
 
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;

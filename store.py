@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from events import COLUMNS, Refusal
 
 SCHEMA = Path(__file__).with_name("schema.sql")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 log = logging.getLogger("capgo_stats.store")
 T = TypeVar("T")
@@ -156,7 +156,10 @@ class Store:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 if version == 1:
                     log.warning("migrating %s to schema %d (rollups)", self.path, SCHEMA_VERSION)
-                    _migrate_1_to_2(conn)
+                    _migrate_1_to_2(conn)  # replays every event: lands on the latest schema
+                elif version == 2:
+                    log.warning("migrating %s to schema 3 (failure_day)", self.path)
+                    _migrate_2_to_3(conn)
                 elif version < SCHEMA_VERSION:
                     _run_script(conn, SCHEMA.read_text())
                 conn.execute("COMMIT")
@@ -373,10 +376,9 @@ class Store:
         """For each time in `since`, how many devices were last seen at or after it."""
         where, params = device_where(filters, prod_only)
         sums = ", ".join("coalesce(sum(last_seen >= ?), 0)" for _ in since)
-        [row] = self._rows(
-            f"SELECT {sums} FROM device WHERE {where} AND last_seen >= ?",
-            [*since, *params, min(since)],
-        )
+        # One pass over the app's devices in key order: cheaper than the last_seen index plus a
+        # lookup per device when most devices were seen within the widest window.
+        [row] = self._rows(f"SELECT {sums} FROM device WHERE {where}", [*since, *params])
         return list(row)
 
     def newest_event(self, app_id: str) -> int | None:
@@ -411,11 +413,11 @@ class Store:
         self, filters: dict, interval: str, lo: int, hi: int, prod_only: bool
     ) -> list[dict]:
         """Failure counts per (bucket, action, platform, plugin_version), days or hours lo..hi-1."""
-        per = 24 if interval == "day" else 1
-        where, params = insight_where("failure_hour", filters, lo * per, hi * per, prod_only)
+        table = {"day": "failure_day", "hour": "failure_hour"}[interval]
+        where, params = insight_where(table, filters, lo, hi, prod_only)
         return self.query(
-            f"SELECT hour / {per} AS bucket, action, platform, plugin_version, sum(count) AS n"
-            f" FROM failure_hour WHERE {where} GROUP BY 1, 2, 3, 4",
+            f"SELECT {TIME_COLUMN[table]} AS bucket, action, platform, plugin_version,"
+            f" sum(count) AS n FROM {table} WHERE {where} GROUP BY 1, 2, 3, 4",
             params,
         )
 
@@ -738,9 +740,10 @@ UNIT_MS = {
     "rollup_hour": HOUR_MS,
     "failure_hour": HOUR_MS,
     "rollup_day": DAY_MS,
+    "failure_day": DAY_MS,
     "uninstall_day": DAY_MS,
 }
-TIME_COLUMN.update({"failure_hour": "hour", "uninstall_day": "day"})
+TIME_COLUMN.update({"failure_hour": "hour", "failure_day": "day", "uninstall_day": "day"})
 # The bundle a `set` replaced: old_version_name up to the first ':' ('' when not sent).
 OLD_BUNDLE = (
     "CASE WHEN instr(old_version_name, ':') > 0"
@@ -777,18 +780,10 @@ def insight_where(
     return " AND ".join(clauses), params
 
 
-def failure_segments(
-    since: int | None, until: int | None
-) -> list[tuple[str, int | None, int | None]]:
-    """time_segments() for failures: whole days and hours both come from failure_hour."""
-    pieces = []
-    for table, lo, hi in time_segments(since, until):
-        if table == "rollup_day":
-            table, lo, hi = "failure_hour", _times(lo, 24), _times(hi, 24)
-        elif table == "rollup_hour":
-            table = "failure_hour"
-        pieces.append((table, lo, hi))
-    return pieces
+def failure_segments(since: int | None, until: int | None) -> list[Segment]:
+    """time_segments() for failures: whole days from failure_day, whole hours from failure_hour."""
+    tables = {"rollup_day": "failure_day", "rollup_hour": "failure_hour", "event": "event"}
+    return [(tables[table], lo, hi) for table, lo, hi in time_segments(since, until)]
 
 
 def uninstall_segments(since: int | None, until: int | None) -> list[Segment]:
@@ -880,3 +875,15 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
     columns = ", ".join(("id", *COLUMNS))
     conn.execute(f"INSERT INTO event ({columns}) SELECT {columns} FROM event_v1 ORDER BY id")
     conn.execute("DROP TABLE event_v1")
+
+
+def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    """Add failure_day, filled from failure_hour (which survives prune), and its trigger line."""
+    conn.execute('DROP TRIGGER IF EXISTS "event#rollup"')  # recreated below with failure_day
+    _run_script(conn, SCHEMA.read_text())
+    conn.execute(
+        "INSERT INTO failure_day"
+        " (app_id, day, action, bundle, platform, plugin_version, version_os, prod, count)"
+        " SELECT app_id, hour / 24, action, bundle, platform, plugin_version, version_os, prod,"
+        " sum(count) FROM failure_hour GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"
+    )

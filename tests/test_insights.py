@@ -1,7 +1,9 @@
 """The insight routes: versions, timeline, failures, summary, raw events, devices, rejected."""
 
 import json
+import sqlite3
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,6 +13,7 @@ import events
 import reports
 from app import create_app
 from payloads import event
+from store import SCHEMA_VERSION
 
 HOUR, DAY = 3_600_000, 86_400_000
 NOW = events.now_ms()
@@ -423,3 +426,43 @@ def test_refused_events_are_reported_by_day_app_reason_and_action(client):
     assert one_app["refused"] == 1
     assert client.get("/stats/rejected?action=set").json["refused"] == 1
     assert client.get("/stats/rejected?until=2020-01-01").json["refused"] == 0
+
+
+# -- schema 3: failure_day --------------------------------------------------------------------
+
+V2_SCHEMA = Path(__file__).with_name("data") / "schema_v2.sql"
+
+
+def test_a_version_2_database_gets_failure_day_filled_from_failure_hour(tmp_path):
+    stories = [
+        event(action=("set_fail", "download_fail", "unzip_fail", "set")[i % 4],
+              plugin_version=("6.10.3", "8.51.14")[i % 2], device_id=f"d{i % 5}",
+              version_name=("1.0.0", "1.1.0")[i % 3 == 0], timestamp=NOW - i * 5 * HOUR)
+        for i in range(60)
+    ]  # fmt: skip
+    rows_ = [events.validate(e, events.KNOWN_ACTIONS, NOW) for e in stories]
+    old_path = tmp_path / "v2.db"
+    old = sqlite3.connect(old_path)
+    old.executescript(V2_SCHEMA.read_text())
+    marks = ", ".join("?" * len(events.COLUMNS))
+    old.executemany(f"INSERT INTO event ({', '.join(events.COLUMNS)}) VALUES ({marks})", rows_)
+    old.commit()
+    old.close()
+
+    migrated = create_app({"STATS_DB": str(old_path)})
+    fresh = create_app({"STATS_DB": str(tmp_path / "fresh.db")})
+    post(fresh.test_client(), stories)
+    store = migrated.extensions["store"]
+    assert store.query("PRAGMA user_version") == [{"user_version": SCHEMA_VERSION}]
+    by_day = (
+        "SELECT app_id, day, action, bundle, platform, plugin_version, version_os, prod, count"
+        " FROM failure_day ORDER BY 1, 2, 3, 4, 5, 6, 7, 8"
+    )
+    assert store.query(by_day) == fresh.extensions["store"].query(by_day)
+    assert store.query("SELECT sum(count) AS n FROM failure_day") == [{"n": 45}]
+    for url in ("/stats/failures?app_id=com.example.app", "/stats/versions?app_id=com.example.app"):
+        assert migrated.test_client().get(url).json == fresh.test_client().get(url).json
+    # the trigger now fills failure_day for new events too, and migrating again changes nothing
+    post(migrated.test_client(), [event(action="set_fail", timestamp=NOW)])
+    create_app({"STATS_DB": str(old_path)})
+    assert store.query("SELECT sum(count) AS n FROM failure_day") == [{"n": 46}]

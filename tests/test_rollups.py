@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 import events
 from app import create_app
 from payloads import event
+from store import SCHEMA_VERSION
 
 HOUR, DAY = 3_600_000, 86_400_000
 NOW = events.now_ms()
@@ -213,7 +214,7 @@ def test_a_version_1_database_is_migrated_with_its_rollups_backfilled(tmp_path):
 
     app = create_app({"STATS_DB": str(path)})
     store = app.extensions["store"]
-    assert store.query("PRAGMA user_version") == [{"user_version": 2}]
+    assert store.query("PRAGMA user_version") == [{"user_version": SCHEMA_VERSION}]
     assert store.query("SELECT count(*) AS n FROM event") == [{"n": 60}]
     assert store.query("SELECT sum(count) AS n FROM rollup_day") == [{"n": 60}]
     assert store.query("SELECT count(*) AS n FROM device") == [{"n": 18}]  # 9 ids x 2 apps
