@@ -201,7 +201,9 @@ class Rate(click.ParamType):
 
     name = "rate"
 
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
         """Parse "0.05" or "5%" into 0.05; fail unless it is between 0 and 1."""
         if isinstance(value, float):
             return value

@@ -18,13 +18,13 @@ from app import ApiError, get_store, parse_filters
 
 bp = Blueprint("insights", __name__)
 
-FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False, "": False}
+FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 def _flag(name: str) -> bool | None:
-    """A 0/1 query flag; None when absent, a 400 when it is neither."""
+    """A 0/1 query flag; None when absent or empty, a 400 when it is neither."""
     value = request.args.get(name)
-    if value is None:
+    if not value:
         return None
     if value.lower() not in FLAGS:
         raise ApiError(400, "invalid_filter", f'"{name}" must be 1 or 0, not {value[:40]!r}.')

@@ -310,6 +310,10 @@ def test_raw_events_from_several_apps_are_merged_newest_first(client):
         ("platform=ios", ["ios-open"]),
         ("device_id=DEV-1", ["set-new", "download"]),
         ("custom_id=%20user@example.com", ["fail"]),
+        (
+            "prod=&kind=&version=",
+            ["set-old", "download", "set-new", "fail", "legacy", "dev-set", "ios-open"],
+        ),  # empty means no filter
     ],
 )
 def test_raw_events_take_every_filter(client, filters, expected):

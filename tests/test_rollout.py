@@ -227,6 +227,14 @@ def test_flask_gate_passes_the_old_bundle_and_has_no_data_on_an_unknown_one(roll
     assert runner.invoke(args=missing).exit_code == 2
 
 
+@pytest.mark.parametrize("rate", ["abc", "150%", "-0.1", "2", "%"])
+def test_flask_gate_refuses_a_rate_that_is_not_one(rollout, runner, rate):
+    args = ["gate", "--app-id", APP, "--version", "1.1.0", "--max-fail-rate", rate]
+    result = runner.invoke(args=args)
+    assert result.exit_code == 2
+    assert "Invalid value for '--max-fail-rate'" in result.output
+
+
 def test_the_dashboard_in_chromium_tells_the_same_story(app, rollout, tmp_path):
     with serving(app) as base:
         page = Page(dump_dom(tmp_path / "profile", f"{base}/?app_id={APP}"))
