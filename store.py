@@ -382,8 +382,16 @@ class Store:
         return list(row)
 
     def newest_event(self, app_id: str) -> int | None:
-        """The event time of the app's newest event (from the device table), or None."""
-        return self._rows("SELECT max(last_seen) FROM device WHERE app_id = ?", (app_id,))[0][0]
+        """The event time of the app's newest event, or None when it has none.
+
+        One probe of the (app_id, at) index: the newest raw event outlives any prune. Only when
+        every raw event is gone does it fall back to the newest hour in rollup_hour.
+        """
+        [(newest,)] = self._rows("SELECT max(at) FROM event WHERE app_id = ?", (app_id,))
+        if newest is None:
+            [(hour,)] = self._rows("SELECT max(hour) FROM rollup_hour WHERE app_id = ?", (app_id,))
+            newest = None if hour is None else hour * HOUR_MS
+        return newest
 
     def app_ids(self) -> list[str]:
         """Every app with at least one stored event, hopping along the device index."""
@@ -880,6 +888,9 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
 def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
     """Add failure_day, filled from failure_hour (which survives prune), and its trigger line."""
     conn.execute('DROP TRIGGER IF EXISTS "event#rollup"')  # recreated below with failure_day
+    # Early schema-2 files still have the indexes schema 2 later replaced: match schema.sql.
+    for index in ("event#dedupe", "event#device_id#at", "device#app_id#last_seen"):
+        conn.execute(f'DROP INDEX IF EXISTS "{index}"')
     _run_script(conn, SCHEMA.read_text())
     conn.execute(
         "INSERT INTO failure_day"

@@ -34,25 +34,31 @@ def test_an_empty_database_shows_how_to_get_data(client):
     assert "cp stats.db.example stats.db" in html
 
 
-def test_everything_a_device_sent_is_escaped_on_the_page(client):
+def test_everything_a_device_sent_is_escaped_on_the_page(app, client):
     script = "<script>alert(1)</script>"
     post(
         client,
         [
-            event(app_id=script, version_name=script, action="set", timestamp=NOW - 2),
-            event(app_id=script, version_name=script, action="unzip_fail", timestamp=NOW - 1,
+            event(app_id="com.x", version_name=script, action="set", timestamp=NOW - 2),
+            event(app_id="com.x", version_name=script, action="unzip_fail", timestamp=NOW - 1,
                   plugin_version=script, version_os=script),
-            event(app_id="com.plain", timestamp=NOW - HOUR),
         ],
     )  # fmt: skip
-    client.post("/stats", json=event(app_id=script, action="<b>fly</b>"))
-    html = page(client, "/?app_id=" + script)
+    client.post("/stats", json=event(app_id="com.x", action="<b>fly</b>"))
+    # Ingest refuses such an app id now; a database from before that rule may still hold one.
+    row = list(events.validate(event(timestamp=NOW - 3), events.KNOWN_ACTIONS, NOW))
+    row[events.COLUMNS.index("app_id")] = script
+    app.extensions["store"].write([tuple(row)], [], NOW)
+    html = page(client, "/?app_id=com.x")
     assert "<script>" not in html and "<b>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "&lt;b&gt;fly&lt;/b&gt;" in html  # the refused action
     parsed = Page(html)
-    assert parsed.current_app == script
+    assert parsed.apps == [script, "com.x"] and parsed.current_app == "com.x"
     assert parsed.row(script)["installs"] == "1"
+    assert parsed.figure("failures", table="failures_by_plugin_version", plugin_version=script)
+    reflected = page(client, "/?app_id=" + script)  # and what the address bar says
+    assert "<script>" not in reflected and Page(reflected).current_app == script
 
 
 def test_the_app_picker_lists_every_app_and_opens_the_newest(client):

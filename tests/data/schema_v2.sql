@@ -31,12 +31,12 @@ CREATE TABLE IF NOT EXISTS event (
     ) VIRTUAL
 );
 
--- A resent event (same device, action, device timestamp and version) is stored once.
-CREATE UNIQUE INDEX IF NOT EXISTS "event#dedupe"
-    ON event (app_id, device_id, action, device_ts, version_name)
-    WHERE device_ts IS NOT NULL;
+-- A resent event (same device, app, action, device timestamp and version) is stored once.
+-- Events without a device timestamp (plugins < 8.42) never clash: NULLs are distinct in a
+-- UNIQUE index. Led by device_id, the same index finds one device's events.
+CREATE UNIQUE INDEX IF NOT EXISTS "event#device_id#dedupe"
+    ON event (device_id, app_id, action, device_ts, version_name);
 CREATE INDEX IF NOT EXISTS "event#app_id#at" ON event (app_id, at);
-CREATE INDEX IF NOT EXISTS "event#device_id#at" ON event (device_id, at);
 CREATE INDEX IF NOT EXISTS "event#custom_id#at" ON event (custom_id, at)
     WHERE custom_id IS NOT NULL;
 
@@ -117,7 +117,8 @@ CREATE TABLE IF NOT EXISTS device (
     bundle_at  INTEGER,           -- event time of the event that set `bundle`
     PRIMARY KEY (app_id, device_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS "device#app_id#last_seen" ON device (app_id, last_seen);
+-- No index on last_seen: it changes with every event, and keeping an index on it doubled the
+-- cost of this upsert (bench/RESULTS.md). Active-device counts scan one app's devices instead.
 
 -- Devices seen per day: device_day remembers who was counted, active_day holds the counts.
 CREATE TABLE IF NOT EXISTS device_day (
@@ -174,15 +175,16 @@ BEGIN
 
     INSERT INTO device
         (app_id, device_id, first_seen, last_seen, platform, prod, bundle, bundle_at)
-    SELECT NEW.app_id, NEW.device_id, NEW.at, NEW.at, NEW.platform, prod,
-           iif(running, NEW.bundle, NULL), iif(running, NEW.at, NULL)
-    FROM (SELECT NEW.is_prod AND NOT NEW.is_emulator AS prod,
-                 NEW.version_name <> ''
-                 AND NEW.action NOT LIKE '%\_fail' ESCAPE '\'
-                 AND NEW.action NOT LIKE 'download\_%' ESCAPE '\'
-                 AND NEW.action NOT IN ('set_next', 'delete', 'uninstall', 'checksum_required',
-                                        'insufficient_disk_space') AS running)
-    WHERE true
+    VALUES (NEW.app_id, NEW.device_id, NEW.at, NEW.at, NEW.platform,
+            NEW.is_prod AND NOT NEW.is_emulator,
+            iif(NEW.version_name <> '' AND NEW.action NOT LIKE '%\_fail' ESCAPE '\'
+                AND NEW.action NOT LIKE 'download\_%' ESCAPE '\'
+                AND NEW.action NOT IN ('set_next', 'delete', 'uninstall', 'checksum_required',
+                                       'insufficient_disk_space'), NEW.bundle, NULL),
+            iif(NEW.version_name <> '' AND NEW.action NOT LIKE '%\_fail' ESCAPE '\'
+                AND NEW.action NOT LIKE 'download\_%' ESCAPE '\'
+                AND NEW.action NOT IN ('set_next', 'delete', 'uninstall', 'checksum_required',
+                                       'insufficient_disk_space'), NEW.at, NULL))
     ON CONFLICT (app_id, device_id) DO UPDATE SET
         first_seen = min(first_seen, excluded.first_seen),
         last_seen  = max(last_seen, excluded.last_seen),
