@@ -7,8 +7,6 @@ Capgo counts"); DEFINITIONS says each in words, on the page and in README.md's "
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 import time
@@ -150,6 +148,17 @@ def _window(filters: dict) -> dict:
     return {"since": iso(filters.get("since")), "until": iso(filters.get("until"))}
 
 
+def with_app(store: Store, filters: dict) -> dict:
+    """The filters with an app: the one asked for, else the app with the newest event.
+
+    With no app at all, app_id is "", which no event has: every figure is then zero.
+    """
+    if filters.get("app_id") is not None:
+        return filters
+    newest = max(apps(store), key=lambda a: a["last_event_at"] or "", default=None)
+    return {**filters, "app_id": newest["app_id"] if newest else ""}
+
+
 # -- versions ---------------------------------------------------------------------------------
 
 
@@ -176,7 +185,7 @@ def versions(
 
     failure_rows: store.failure_totals() for the same filters, when the caller already has it.
     """
-    prod_only = not include_dev
+    filters, prod_only = with_app(store, filters), not include_dev
     rows: dict[str, dict] = {}
 
     def row(bundle: str | None) -> dict:
@@ -216,7 +225,7 @@ def versions(
         rows.values(), key=lambda r: (r["first_seen"] or "", r["version"]), reverse=True
     )
     return {
-        "app_id": filters["app_id"],
+        "app_id": filters["app_id"] or None,
         "include_dev": include_dev,
         **_window(filters),
         "devices": all_devices,
@@ -268,11 +277,14 @@ def gate(
 # -- timeline ---------------------------------------------------------------------------------
 
 
-def bucket_range(store: Store, filters: dict, interval: str, now: int) -> tuple[int, int]:
-    """The buckets [lo, hi) a timeline covers, in days or hours since 1970.
+def bucket_range(
+    store: Store, filters: dict, interval: str, now: int
+) -> tuple[int, int, list[str]]:
+    """The buckets [lo, hi) a timeline covers, in days or hours since 1970, and notes on it.
 
     Without since/until: the last 30 days (48 hours) up to the app's newest event, or now when
-    that is earlier, so an app that went quiet still shows its last month.
+    that is earlier, so an app that went quiet still shows its last month. A longer range keeps
+    its last MAX_POINTS buckets; since after until is an empty timeline.
     """
     unit = INTERVAL_MS[interval]
     since, until = filters.get("since"), filters.get("until")
@@ -285,16 +297,17 @@ def bucket_range(store: Store, filters: dict, interval: str, now: int) -> tuple[
     else:
         hi = -(-until // unit)
     lo = hi - DEFAULT_POINTS[interval] if since is None else since // unit
+    notes = []
     if lo >= hi:
-        raise ReportError(400, "invalid_filter", '"since" must be before "until".')
-    if hi - lo > MAX_POINTS:
-        raise ReportError(
-            400,
-            "range_too_large",
-            f"That range is {hi - lo} {interval}s; a timeline has at most {MAX_POINTS} points."
-            " Narrow since/until, or use interval=day.",
+        lo = hi
+        notes.append('No points: "since" is not before "until".')
+    elif hi - lo > MAX_POINTS:
+        notes.append(
+            f"The range holds {hi - lo} {interval}s; a timeline keeps the last {MAX_POINTS}."
+            " Narrow since/until to see earlier ones."
         )
-    return lo, hi
+        lo = hi - MAX_POINTS
+    return lo, hi, notes
 
 
 def timeline(
@@ -303,8 +316,8 @@ def timeline(
     """Zero-filled installs, failures, downloads, app opens and active devices per day or hour."""
     if interval not in INTERVAL_MS:
         raise ReportError(400, "invalid_filter", '"interval" must be day or hour.')
-    prod_only, unit = not include_dev, INTERVAL_MS[interval]
-    lo, hi = bucket_range(store, filters, interval, now or _now())
+    filters, prod_only, unit = with_app(store, filters), not include_dev, INTERVAL_MS[interval]
+    lo, hi, notes = bucket_range(store, filters, interval, now or _now())
     points = [
         {
             "t": iso(bucket * unit),
@@ -327,7 +340,6 @@ def timeline(
     for row in store.failure_series(filters, interval, lo, hi, prod_only):
         if counts_as_failure(row["action"], row["plugin_version"], row["platform"]):
             points[row["bucket"] - lo]["failures"] += row["n"]
-    notes = []
     if interval == "hour":
         notes.append("active_devices is null: distinct devices are kept per day, not per hour.")
     elif filters.get("platform") is not None:
@@ -337,7 +349,7 @@ def timeline(
         for bucket, point in zip(range(lo, hi), points, strict=True):
             point["active_devices"] = active.get(bucket, 0)
     return {
-        "app_id": filters["app_id"],
+        "app_id": filters["app_id"] or None,
         "interval": interval,
         "include_dev": include_dev,
         "since": iso(lo * unit),
@@ -371,6 +383,7 @@ def failures(
     """Failures by action and version, by plugin version, by OS version and by platform."""
     groups: dict[str, dict[tuple, int]] = {"action": {}, "plugin": {}, "os": {}, "platform": {}}
     total = ignored = 0
+    filters = with_app(store, filters)
     if failure_rows is None:
         failure_rows = store.failure_totals(filters, not include_dev)
     for row in failure_rows:
@@ -389,7 +402,7 @@ def failures(
         ):
             groups[name][key] = groups[name].get(key, 0) + row["n"]
     return {
-        "app_id": filters["app_id"],
+        "app_id": filters["app_id"] or None,
         "version": version,
         "include_dev": include_dev,
         **_window(filters),
@@ -407,13 +420,13 @@ def failures(
 
 def summary(store: Store, filters: dict, include_dev: bool = False, now: int = 0) -> dict:
     """The newest event, how long ago it was, and devices active in the last 1, 7 and 30 days."""
-    now = now or _now()
+    now, filters = now or _now(), with_app(store, filters)
     newest = store.newest_event(filters["app_id"])
     as_of = min(now, newest) if newest is not None else now
     windows = {f"{days}d": as_of - days * DAY_MS for days in (1, 7, 30)}
     active = store.active_since(filters, not include_dev, list(windows.values()))
     return {
-        "app_id": filters["app_id"],
+        "app_id": filters["app_id"] or None,
         "include_dev": include_dev,
         "last_event_at": iso(newest),
         "minutes_since_last_event": None if newest is None else max(now - newest, 0) // 60_000,
@@ -462,35 +475,24 @@ EVENT_KINDS = ("install", "failure", "attempt", "uninstall")
 MAX_LIMIT = 1000
 
 
-def stored_ids(device_id: str | None = None, custom_id: str | None = None) -> dict:
-    """Turn the ids a user typed into the ids as stored, for a lookup.
-
-    The one place a lookup maps ids: device_id is stored lowercased and custom_id trimmed (see
-    events.validate). STATS_HASH_SECRET: when ids are stored hashed, hash them here too.
-    """
-    return {
-        "device_id": None if device_id is None else device_id.lower(),
-        "custom_id": None if custom_id is None else custom_id.strip(),
-    }
+CURSOR = re.compile(r"(-?[0-9]{1,18})\.([0-9]{1,18})", re.ASCII)
 
 
 def encode_cursor(at: int, event_id: int) -> str:
-    """An opaque cursor for the page after the event (at, id)."""
-    return base64.urlsafe_b64encode(f"{at}.{event_id}".encode()).decode().rstrip("=")
+    """The cursor of the page after the event (at, id): opaque to clients, "at.id" to us."""
+    return f"{at}.{event_id}"
 
 
 def decode_cursor(cursor: str | None) -> tuple[int, int] | None:
-    """The (at, id) inside a cursor; ReportError when it is not one of ours."""
+    """The (at, id) inside a cursor, None for none; ReportError when it is not one of ours."""
     if not cursor:
         return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, event_id = raw.split(".")
-        return int(at), int(event_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    match = CURSOR.fullmatch(cursor)
+    if not match:
         raise ReportError(
             400, "invalid_cursor", '"cursor" must be the "next" value of an earlier page.'
-        ) from None
+        )
+    return int(match.group(1)), int(match.group(2))
 
 
 def counts_as(row: dict, include_dev: bool = False) -> list[str]:
@@ -567,6 +569,17 @@ def event_list(
     }
 
 
+def _state(row: dict) -> dict:
+    """A device table row as the API shows it: ISO times, prod as a boolean."""
+    return {
+        **row,
+        "prod": bool(row["prod"]),
+        "first_seen": iso(row["first_seen"]),
+        "last_seen": iso(row["last_seen"]),
+        "bundle_at": iso(row["bundle_at"]),
+    }
+
+
 def device(
     store: Store,
     filters: dict,
@@ -580,19 +593,24 @@ def device(
     states = store.device_states(filters)
     if not page["events"] and not states and cursor is None:
         raise ReportError(404, "device_not_found", f"No events are stored for this {key}.")
+    return {key: filters[key], "current": [_state(s) for s in states], **page}
+
+
+def device_list(
+    store: Store, filters: dict, prod: bool | None, limit: int = 100, after: str | None = None
+) -> dict:
+    """One app's devices and the bundle each runs now, by device id, a page at a time.
+
+    since/until keep the devices last seen in that range; `after` is the `next` of the page
+    before: a device id, and any text is a valid place to continue from.
+    """
+    filters = with_app(store, filters)
+    rows = store.device_page(filters, prod, limit + 1, after)
+    more, rows = len(rows) > limit, rows[:limit]
     return {
-        key: filters[key],
-        "current": [
-            {
-                **state,
-                "prod": bool(state["prod"]),
-                "first_seen": iso(state["first_seen"]),
-                "last_seen": iso(state["last_seen"]),
-                "bundle_at": iso(state["bundle_at"]),
-            }
-            for state in states
-        ],
-        **page,
+        "app_id": filters["app_id"] or None,
+        "devices": [_state(row) for row in rows],
+        "next": rows[-1]["device_id"] if more else None,
     }
 
 
@@ -602,18 +620,15 @@ def device(
 def dashboard(store: Store, filters: dict, include_dev: bool = False, now: int = 0) -> dict:
     """Everything the page shows for one app, from the same functions as the JSON API."""
     now = now or _now()
-    app_list = apps(store)
-    if filters.get("app_id") is None and app_list:
-        newest = max(app_list, key=lambda a: a["last_event_at"] or "")
-        filters = {**filters, "app_id": newest["app_id"]}
+    app_list, filters = apps(store), with_app(store, filters)
     report: dict[str, Any] = {
         "apps": app_list,
-        "app_id": filters.get("app_id"),
+        "app_id": filters["app_id"] or None,
         "include_dev": include_dev,
         "filters": filters,
         "definitions": DEFINITIONS,
     }
-    if filters.get("app_id") is None:
+    if not filters["app_id"]:
         return report
     failure_rows = store.failure_totals(filters, not include_dev)  # read once, used twice
     report["summary"] = summary(store, filters, include_dev, now)

@@ -510,6 +510,39 @@ class Store:
             ids,
         )
 
+    def device_page(
+        self, filters: dict, prod: bool | None, limit: int, after: str | None
+    ) -> list[dict]:
+        """One app's devices (their latest state) by device id, after a device id.
+
+        filters: app_id (required), platform, since/until on last_seen, and version: the bundle
+        the device runs now ("unknown" also takes devices that never reported one).
+        """
+        clauses, params = ["app_id = ?"], [filters["app_id"]]
+        if filters.get("platform") is not None:
+            clauses.append("platform = ?")
+            params.append(filters["platform"])
+        for name, op in (("since", ">="), ("until", "<")):
+            if filters.get(name) is not None:
+                clauses.append(f"last_seen {op} ?")
+                params.append(filters[name])
+        if filters.get("version") == "unknown":
+            clauses.append("(bundle IS NULL OR bundle IN ('', 'unknown'))")
+        elif filters.get("version") is not None:
+            clauses.append("bundle = ?")
+            params.append(filters["version"])
+        if prod is not None:
+            clauses.append("prod = ?")
+            params.append(int(prod))
+        if after is not None:
+            clauses.append("device_id > ?")
+            params.append(after)
+        return self.query(
+            "SELECT app_id, device_id, first_seen, last_seen, platform, prod, bundle, bundle_at"
+            f" FROM device WHERE {' AND '.join(clauses)} ORDER BY device_id LIMIT ?",
+            [*params, limit],
+        )
+
     # -- example database --------------------------------------------------------------------
 
     def seal(self) -> None:

@@ -14,11 +14,11 @@ from flask import Blueprint, render_template, request, url_for
 import charts
 import events
 import reports
-from app import ApiError, get_store, parse_filters
+from app import ApiError, get_store, parse_filters, stored_id
 
 bp = Blueprint("insights", __name__)
 
-FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+FLAGS = {"1": True, "true": True, "0": False, "false": False}
 
 
 def _flag(name: str) -> bool | None:
@@ -26,20 +26,18 @@ def _flag(name: str) -> bool | None:
     value = request.args.get(name)
     if not value:
         return None
-    if value.lower() not in FLAGS:
+    if value not in FLAGS:
         raise ApiError(400, "invalid_filter", f'"{name}" must be 1 or 0, not {value[:40]!r}.')
-    return FLAGS[value.lower()]
+    return FLAGS[value]
 
 
-def _report_filters(require_app: bool = True, allow_action: bool = False) -> dict:
-    """The shared filters of a report; app_id required, action only where it applies."""
+def _report_filters(allow_action: bool = False) -> dict:
+    """The shared filters of a report; action only where it applies (else a 400)."""
     filters = parse_filters()
     if filters["action"] is not None and not allow_action:
         raise ApiError(
             400, "invalid_filter", f'"action" does not apply to {request.path}; leave it out.'
         )
-    if require_app and filters["app_id"] is None:
-        raise ApiError(400, "missing_filter", f'{request.path} needs "app_id", e.g. ?app_id=...')
     return filters
 
 
@@ -55,6 +53,16 @@ def _limit() -> int:
     return int(value)
 
 
+def _cursor() -> str | None:
+    """The event cursor of the query, checked: a 400 when it is not one of ours."""
+    cursor = request.args.get("cursor") or None
+    try:
+        reports.decode_cursor(cursor)
+    except reports.ReportError as e:
+        raise ApiError(e.status, e.code, e.message) from None
+    return cursor
+
+
 def _run(report: Any, *args: Any, **kwargs: Any) -> Any:
     """Call a report, turning its ReportError into the one error shape."""
     try:
@@ -65,14 +73,14 @@ def _run(report: Any, *args: Any, **kwargs: Any) -> Any:
 
 def _event_filters() -> dict:
     """Every filter of the raw event list: the shared ones and version, ids, kind, prod."""
-    filters = _report_filters(require_app=False, allow_action=True)
+    filters = _report_filters(allow_action=True)
     args = request.args
     kind = args.get("kind") or None
     if kind is not None and kind not in reports.EVENT_KINDS:
         raise ApiError(
             400, "invalid_filter", f'"kind" must be one of {", ".join(reports.EVENT_KINDS)}.'
         )
-    ids = reports.stored_ids(args.get("device_id") or None, args.get("custom_id") or None)
+    ids = {name: stored_id(name, args.get(name) or "") for name in ("device_id", "custom_id")}
     extra = {name: args.get(name) or None for name in ("version", "plugin_version", "version_os")}
     return {**filters, **ids, **extra, "kind": kind}
 
@@ -91,6 +99,18 @@ def events_url(report: dict, **extra: Any) -> str:
         **extra,
     }
     return url_for("insights.event_list", **{k: v for k, v in args.items() if v is not None})
+
+
+@bp.app_template_global()
+def devices_url(report: dict, version: str) -> str:
+    """The devices that run a version now: the drill-down of a devices figure on the page."""
+    args = {
+        "app_id": report["app_id"],
+        "platform": report["filters"].get("platform"),
+        "version": version,
+        "prod": None if report["include_dev"] else 1,
+    }
+    return url_for("insights.devices", **{k: v for k, v in args.items() if v is not None})
 
 
 @bp.get("/stats/versions")
@@ -124,7 +144,7 @@ def summary() -> dict:
 @bp.get("/stats/rejected")
 def rejected() -> dict:
     """GET /stats/rejected: refused events by day, app, reason and action."""
-    return _run(reports.rejected, _report_filters(require_app=False, allow_action=True))
+    return _run(reports.rejected, _report_filters(allow_action=True))
 
 
 @bp.get("/stats/events")
@@ -136,26 +156,32 @@ def event_list() -> dict:
         reports.event_list,
         {**filters, "prod": prod},
         _limit(),
-        request.args.get("cursor"),
+        _cursor(),
         bool(_flag("include_dev")),
     )
 
 
-@bp.get("/stats/devices/<path:device_id>")
+@bp.get("/stats/devices/<device_id>")
 def device(device_id: str) -> dict:
     """GET /stats/devices/<device_id>: one device's events, newest first."""
-    filters = {**_report_filters(require_app=False), **reports.stored_ids(device_id=device_id)}
-    return _device(filters)
+    # stored_id: lowercased, and hashed when STATS_HASH_SECRET is set, as ingest stored it
+    ids = {"device_id": stored_id("device_id", device_id), "custom_id": None}
+    return _device({**_report_filters(), **ids})
 
 
 @bp.get("/stats/devices")
-def devices_by_custom_id() -> dict:
-    """GET /stats/devices?custom_id=: the events of every device with that custom_id."""
-    custom_id = request.args.get("custom_id", "")
-    if not custom_id.strip():
-        raise ApiError(400, "missing_filter", 'Give "custom_id", or use /stats/devices/<id>.')
-    filters = {**_report_filters(require_app=False), **reports.stored_ids(custom_id=custom_id)}
-    return _device(filters)
+def devices() -> dict:
+    """GET /stats/devices: devices and their bundle; with ?custom_id=, that user's events."""
+    custom_id = stored_id("custom_id", request.args.get("custom_id", ""))
+    if custom_id is not None:
+        ids = {"device_id": None, "custom_id": custom_id}
+        return _device({**_report_filters(), **ids})
+    _flag("include_dev")  # checked, though only the events of a custom_id use them
+    _cursor()
+    filters = {**_report_filters(), "version": request.args.get("version") or None}
+    # The list pages by device id (`after`), the events of a custom_id by event cursor.
+    after = request.args.get("after") or None
+    return _run(reports.device_list, filters, _flag("prod"), _limit(), after)
 
 
 def _device(filters: dict) -> dict:
@@ -164,7 +190,7 @@ def _device(filters: dict) -> dict:
         reports.device,
         filters,
         _limit(),
-        request.args.get("cursor"),
+        _cursor(),
         bool(_flag("include_dev")),
     )
 
@@ -172,7 +198,7 @@ def _device(filters: dict) -> dict:
 @bp.get("/")
 def dashboard() -> str:
     """The dashboard: one app's versions, timelines, failures and refused events."""
-    filters = _report_filters(require_app=False)
+    filters = _report_filters()
     include_dev = bool(_flag("include_dev"))
     report = _run(reports.dashboard, filters, include_dev, events.now_ms())
     return render_template(

@@ -121,7 +121,7 @@ def test_every_number_on_the_page_links_to_what_it_counts(client):
     linked = links_of(html)
     assert figures == {name for name, _ in linked}  # every figure is a link
     for _, url in linked:
-        assert urlsplit(url).path in ("/stats/events", "/stats/rejected"), url
+        assert urlsplit(url).path in ("/stats/events", "/stats/devices", "/stats/rejected"), url
     # and the links of counts lead to exactly that many events
     for name in ("installs", "uninstalls", "failures"):
         for version in ("1.0.0", "1.1.0"):
@@ -132,5 +132,12 @@ def test_every_number_on_the_page_links_to_what_it_counts(client):
             ]
             listed = client.get(url).json["events"]
             assert len(listed) == int(parsed.row(version)[name]), (name, version, url)
+    for version in ("1.0.0", "1.1.0"):  # and devices to the devices that run the version now
+        [url] = [u for n, u in linked if n == "devices" and f"version={version}" in u]
+        listed = client.get(url).json["devices"]
+        assert len(listed) == int(parsed.row(version)["devices"]), (version, url)
+    for name in ("active_1d", "active_7d", "active_30d", "devices_total"):
+        [url] = [u for n, u in linked if n == name]
+        assert len(client.get(url).json["devices"]) == int(parsed.figure(name)), (name, url)
     [url] = [u for n, u in linked if n == "failures" and "version=1.1.0" in u and "action" not in u]
     assert parse_qs(urlsplit(url).query)["prod"] == ["1"]  # the emulator's events left out

@@ -202,6 +202,13 @@ def test_a_legacy_download_fail_shows_in_the_timeline_of_its_device_but_counts_a
     ]
 
 
+def test_the_device_list_names_who_still_runs_the_old_bundle(rollout):
+    listed = rollout.get(f"/stats/devices?app_id={APP}&version=1.0.0&prod=1").json["devices"]
+    assert [d["device_id"] for d in listed] == [IDS[name] for name in "CDEIJ"]
+    everyone = rollout.get(f"/stats/devices?app_id={APP}&version=1.1.0").json["devices"]
+    assert [d["device_id"] for d in everyone] == [IDS[name] for name in "ABFG"]
+
+
 @pytest.mark.parametrize(
     "args, code, verdict",
     [
