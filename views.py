@@ -173,15 +173,18 @@ def device(device_id: str) -> dict:
 def devices() -> dict:
     """GET /stats/devices: devices and their bundle; with ?custom_id=, that user's events."""
     custom_id = stored_id("custom_id", request.args.get("custom_id", ""))
-    if custom_id is not None:
-        ids = {"device_id": None, "custom_id": custom_id}
-        return _device({**_report_filters(), **ids})
+    filters = {
+        **_report_filters(),
+        "version": request.args.get("version") or None,
+        "prod": _flag("prod"),
+    }
+    if custom_id is not None:  # then version and prod filter the events
+        return _device({**filters, "device_id": None, "custom_id": custom_id})
     _flag("include_dev")  # checked, though only the events of a custom_id use them
     _cursor()
-    filters = {**_report_filters(), "version": request.args.get("version") or None}
     # The list pages by device id (`after`), the events of a custom_id by event cursor.
     after = request.args.get("after") or None
-    return _run(reports.device_list, filters, _flag("prod"), _limit(), after)
+    return _run(reports.device_list, filters, filters["prod"], _limit(), after)
 
 
 def _device(filters: dict) -> dict:
