@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -10,9 +9,9 @@ from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 
+from tools import require
 from werkzeug.serving import make_server
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Without the background-networking flags Chromium's own connections are refused in CI.
 FLAGS = [
     "--headless",
@@ -43,9 +42,8 @@ def serving(app) -> Iterator[str]:
 
 def chromium(profile: Path, *args: str) -> str:
     """Run headless Chromium with a throwaway profile; return what it printed."""
-    assert Path(CHROMIUM).exists(), "the dashboard test needs `apt-get install chromium` (.ci/run)"
     result = subprocess.run(
-        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],
+        [require("chromium", "chromium"), *FLAGS, f"--user-data-dir={profile}", *args],
         capture_output=True,
         text=True,
         timeout=90,

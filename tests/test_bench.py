@@ -1,17 +1,16 @@
 """The benchmark still runs: a smoke size in CI, the real figures live in bench/RESULTS.md."""
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tools import require
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is installed by .ci/run")
 def test_the_benchmark_runs_at_smoke_size_and_writes_every_figure(tmp_path):
+    require("wrk", "wrk")
     out = tmp_path / "RESULTS.md"
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--out", str(out)],
