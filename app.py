@@ -199,17 +199,26 @@ def check_access() -> None:
             )
     elif endpoint not in OPEN_ENDPOINTS:
         token = config["STATS_READ_TOKEN"]
-        if token and not _same_secret(_bearer_token(), token):
+        if token and not _same_secret(_read_credential(), token):
             raise Unauthorized(
-                "Send the read token as the header Authorization: Bearer <STATS_READ_TOKEN>.",
-                www_authenticate=WWWAuthenticate("bearer", {"realm": "capgo-stats"}),
+                "Send the read token as the header Authorization: Bearer <STATS_READ_TOKEN>"
+                " (in a browser: any user name, the token as password).",
+                # Basic as well, so a browser asks for it and the dashboard works as is.
+                www_authenticate=[
+                    WWWAuthenticate("bearer", {"realm": "capgo-stats"}),
+                    WWWAuthenticate("basic", {"realm": "capgo-stats"}),
+                ],
             )
 
 
-def _bearer_token() -> str:
-    """The token of an `Authorization: Bearer <token>` header, or ''."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+def _read_credential() -> str:
+    """The read token a client sent: `Bearer <token>`, or a Basic password (from a browser)."""
+    auth = request.authorization
+    if auth is None:
+        return ""
+    if auth.type == "bearer":
+        return auth.token or ""
+    return (auth.password or "") if auth.type == "basic" else ""
 
 
 def _same_secret(given: str, expected: str) -> bool:

@@ -31,6 +31,13 @@ def bearer(token):
     return {"Authorization": f"Bearer {token}"}
 
 
+def basic(user, password):
+    """The Authorization header a browser sends after asking for a user name and password."""
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
 def stored(app):
     """How many events and refusals the database holds."""
     store = app.extensions["store"]
@@ -54,17 +61,30 @@ def test_without_settings_reads_and_ingest_are_open(client):
         bearer(TOKEN[:-1]),
         {"Authorization": TOKEN},
         {"Authorization": f"Basic {TOKEN}"},
+        basic("me", "wrong"),
+        basic(TOKEN, ""),
         {"X-Token": TOKEN},
     ],
-    ids=["none", "wrong", "empty", "longer", "shorter", "no scheme", "basic", "other header"],
-)
+    ids=[
+        "none", "wrong", "empty", "longer", "shorter", "no scheme", "basic not encoded",
+        "basic wrong password", "basic token as user", "other header",
+    ],
+)  # fmt: skip
 def test_a_read_without_the_right_token_gets_401_json_with_www_authenticate(locked, headers):
     response = locked.test_client().get("/stats/counts", headers=headers)
     assert response.status_code == 401
     assert response.json["error"] == "unauthorized"
     assert set(response.json) == {"error", "message"}
-    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    challenges = response.headers.getlist("WWW-Authenticate")
+    assert [c.split()[0] for c in challenges] == ["Bearer", "Basic"]
     assert TOKEN not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("path", ["/", "/stats/versions", "/stats/counts"])
+def test_a_browser_gets_in_with_the_token_as_its_basic_password(locked, path):
+    """Browsers cannot send Bearer: the 401 asks for Basic, and any user name will do."""
+    response = locked.test_client().get(path, headers=basic("anyone", TOKEN))
+    assert response.status_code == 200
 
 
 @pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
