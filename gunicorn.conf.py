@@ -13,7 +13,10 @@ bind = "127.0.0.1:8000"
 # sync workers: one request at a time each, connection closed after the answer. Measured: gthread
 # piled keep-alive connections onto one worker in a third of runs, leaving the others idle.
 worker_class = "sync"
-workers = int(os.environ.get("WEB_CONCURRENCY", 0)) or 2 * (os.cpu_count() or 1)
+# One worker per core, at least two. Writers take turns on the one database file, so more
+# workers only wait on each other: 4 workers on 2 cores took 0.38 of the bare route's req/s
+# where 2 took 0.50 (bench/RESULTS.md).
+workers = int(os.environ.get("WEB_CONCURRENCY", 0)) or max(2, os.cpu_count() or 1)
 keepalive = 2  # only used by other worker classes; kept short for them
 
 # A worker silent this long is stuck, and is replaced. A request waits at most the busy timeout
