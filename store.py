@@ -282,7 +282,7 @@ class Store:
         """Event counts grouped by app and action, biggest first (from the rollups)."""
         totals: dict[tuple[str, str], int] = {}
         for table, lo, hi in time_segments(filters.get("since"), filters.get("until")):
-            where, params = rollup_where(table, filters, lo, hi)
+            where, params = segment_where(table, filters, lo, hi)
             count = "count(*)" if table == "event" else "sum(count)"
             for row in self.query(
                 f"SELECT app_id, action, {count} AS n FROM {table} WHERE {where}"
@@ -306,7 +306,7 @@ class Store:
         """
         found: dict[tuple[str, str], dict] = {}
         for table, lo, hi in time_segments(filters.get("since"), filters.get("until")):
-            where, params = insight_where(table, filters, lo, hi, prod_only)
+            where, params = segment_where(table, filters, lo, hi, prod_only)
             column, unit = TIME_COLUMN[table], UNIT_MS[table]
             count = "count(*)" if table == "event" else "sum(count)"
             for row in self.query(
@@ -333,7 +333,7 @@ class Store:
         """
         found: dict[tuple, int] = {}
         for table, lo, hi in failure_segments(filters.get("since"), filters.get("until")):
-            where, params = insight_where(table, filters, lo, hi, prod_only)
+            where, params = segment_where(table, filters, lo, hi, prod_only)
             if table == "event":
                 where += f" AND {FAILURE}"
             count = "count(*)" if table == "event" else "sum(count)"
@@ -351,7 +351,7 @@ class Store:
         """Uninstalls per replaced bundle over [since, until) (uninstall_day, raw edges)."""
         found: dict[str, int] = {}
         for table, lo, hi in uninstall_segments(filters.get("since"), filters.get("until")):
-            where, params = insight_where(table, filters, lo, hi, prod_only)
+            where, params = segment_where(table, filters, lo, hi, prod_only)
             if table == "event":
                 sql = (
                     f"SELECT {OLD_BUNDLE} AS bundle, count(*) AS n FROM event WHERE {where}"
@@ -410,7 +410,7 @@ class Store:
     ) -> list[dict]:
         """Counts per (bucket, action, bundle) of whole days or hours lo..hi-1 of some actions."""
         table = {"day": "rollup_day", "hour": "rollup_hour"}[interval]
-        where, params = insight_where(table, filters, lo, hi, prod_only)
+        where, params = segment_where(table, filters, lo, hi, prod_only)
         return self.query(
             f"SELECT {TIME_COLUMN[table]} AS bucket, action, bundle, sum(count) AS n"
             f" FROM {table} WHERE {where} AND action IN ({marks(actions)}) GROUP BY 1, 2, 3",
@@ -422,7 +422,7 @@ class Store:
     ) -> list[dict]:
         """Failure counts per (bucket, action, platform, plugin_version), days or hours lo..hi-1."""
         table = {"day": "failure_day", "hour": "failure_hour"}[interval]
-        where, params = insight_where(table, filters, lo, hi, prod_only)
+        where, params = segment_where(table, filters, lo, hi, prod_only)
         return self.query(
             f"SELECT {TIME_COLUMN[table]} AS bucket, action, platform, plugin_version,"
             f" sum(count) AS n FROM {table} WHERE {where} GROUP BY 1, 2, 3, 4",
@@ -619,7 +619,7 @@ class Store:
             cursor = conn.cursor()
             cursor.row_factory = None  # plain tuples: the cheapest rows to format
             for app_id in apps:
-                where, params = rollup_where(
+                where, params = segment_where(
                     "event",
                     {**filters, "app_id": app_id},
                     filters.get("since"),
@@ -755,23 +755,6 @@ def _hour_segments(lo_ms: int, hi_ms: int) -> list[tuple[str, int | None, int | 
 TIME_COLUMN = {"event": "at", "rollup_hour": "hour", "rollup_day": "day"}
 
 
-def rollup_where(table: str, filters: dict, lo: int | None, hi: int | None) -> tuple[str, list]:
-    """WHERE clause and parameters for app_id/action/platform filters and a time piece."""
-    clauses, params = ["1 = 1"], []
-    for name in ("app_id", "action", "platform"):
-        if filters.get(name) is not None:
-            clauses.append(f"{name} = ?")
-            params.append(filters[name])
-    column = TIME_COLUMN[table]
-    if lo is not None:
-        clauses.append(f"{column} >= ?")
-        params.append(lo)
-    if hi is not None:
-        clauses.append(f"{column} < ?")
-        params.append(hi)
-    return " AND ".join(clauses), params
-
-
 # -- insights: SQL pieces for the reads behind reports.py -----------------------------------
 
 Segment = tuple[str, int | None, int | None]  # (table, lo, hi) as time_segments() gives them
@@ -800,12 +783,13 @@ def marks(values: list) -> str:
     return ", ".join("?" * len(values))
 
 
-def insight_where(
-    table: str, filters: dict, lo: int | None, hi: int | None, prod_only: bool
+def segment_where(
+    table: str, filters: dict, lo: int | None, hi: int | None, prod_only: bool = False
 ) -> tuple[str, list]:
-    """WHERE clause for app_id/platform, a time piece and the prod flag on any rollup or event."""
+    """WHERE clause and parameters, on the event table or any rollup, for the filters app_id,
+    action and platform, a time piece [lo, hi) in the table's unit, and prod events only."""
     clauses, params = ["1 = 1"], []
-    for name in ("app_id", "platform"):
+    for name in ("app_id", "action", "platform"):
         if filters.get(name) is not None:
             clauses.append(f"{name} = ?")
             params.append(filters[name])
