@@ -138,6 +138,20 @@ class Store:
                 time.sleep(min(delay, deadline - now))
                 delay = min(delay * 2, 0.005)
 
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on a pooled connection: BEGIN IMMEDIATE (waiting for the lock
+        our way), COMMIT when the block ends, ROLLBACK when it raises."""
+        with self.connection(write=True) as conn:
+            self._wait_for_lock(lambda: conn.execute("BEGIN IMMEDIATE"))
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
     def _drop_pool(self) -> None:
         """Close every pooled connection."""
         while self._pool:
@@ -195,22 +209,13 @@ class Store:
         for r in refusals:
             key = (r.app_id, r.code, r.action)
             tally[key] = tally.get(key, 0) + 1
-        day = day_of(now_ms)
         try:
-            with self.connection(write=True) as conn:
-                self._wait_for_lock(lambda: conn.execute("BEGIN IMMEDIATE"))
-                try:
-                    if rows:
-                        conn.executemany(INSERT_EVENT, rows)
-                    if tally:
-                        conn.executemany(
-                            TALLY_REFUSAL, [(day, *key, n) for key, n in tally.items()]
-                        )
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+            with self.transaction() as conn:
+                if rows:
+                    conn.executemany(INSERT_EVENT, rows)
+                if tally:
+                    day = day_of(now_ms)
+                    conn.executemany(TALLY_REFUSAL, [(day, *key, n) for key, n in tally.items()])
         except sqlite3.DatabaseError as e:
             self._report_fault(str(e))
             raise StoreUnavailable(str(e)) from None
@@ -229,28 +234,21 @@ class Store:
         """
         customs = ", ".join("?" * len(custom_ids))
         try:
-            with self.connection(write=True) as conn:
-                self._wait_for_lock(lambda: conn.execute("BEGIN IMMEDIATE"))
-                try:
-                    devices = device_ids + [
-                        row[0]
-                        for row in conn.execute(
-                            f"SELECT DISTINCT device_id FROM event WHERE custom_id IN ({customs})",
-                            custom_ids,
-                        )
-                    ]
-                    marks = ", ".join("?" * len(devices))
-                    deleted = conn.execute(
-                        f"DELETE FROM event WHERE device_id IN ({marks})"
-                        f" OR custom_id IN ({customs})",
-                        devices + custom_ids,
-                    ).rowcount
-                    for table in ("device", "device_day"):
-                        conn.execute(f"DELETE FROM {table} WHERE device_id IN ({marks})", devices)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
+            with self.transaction() as conn:
+                devices = device_ids + [
+                    row[0]
+                    for row in conn.execute(
+                        f"SELECT DISTINCT device_id FROM event WHERE custom_id IN ({customs})",
+                        custom_ids,
+                    )
+                ]
+                marks = ", ".join("?" * len(devices))
+                deleted = conn.execute(
+                    f"DELETE FROM event WHERE device_id IN ({marks}) OR custom_id IN ({customs})",
+                    devices + custom_ids,
+                ).rowcount
+                for table in ("device", "device_day"):
+                    conn.execute(f"DELETE FROM {table} WHERE device_id IN ({marks})", devices)
         except sqlite3.DatabaseError as e:
             raise StoreUnavailable(str(e)) from None
         return deleted
@@ -585,15 +583,8 @@ class Store:
 
     def _execute_write(self, sql: str, params: Iterable[Any] = ()) -> int:
         """Run one write statement in its own transaction; return the rows it changed."""
-        with self.connection(write=True) as conn:
-            self._wait_for_lock(lambda: conn.execute("BEGIN IMMEDIATE"))
-            try:
-                changed = conn.execute(sql, tuple(params)).rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        return changed
+        with self.transaction() as conn:
+            return conn.execute(sql, tuple(params)).rowcount
 
     # -- export, metrics and health (the ops routes and commands) -----------------------------
 
