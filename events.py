@@ -76,10 +76,13 @@ APP_ID = re.compile(r"[a-z0-9]+(\.[\w-]+)+", re.IGNORECASE | re.ASCII)
 
 METADATA_MAX_KEYS, METADATA_MAX_KEY, METADATA_MAX_VALUE = 64, 128, 4096
 
+# Event times are milliseconds since 1970-01-01 UTC.
+HOUR_MS, DAY_MS = 3_600_000, 86_400_000
+
 # A device clock is believed when it is at most a year behind or a day ahead of arrival:
 # the plugin keeps unsent events across restarts, so old timestamps are real.
-PLAUSIBLE_PAST_MS = 366 * 86_400_000
-PLAUSIBLE_FUTURE_MS = 86_400_000
+PLAUSIBLE_PAST_MS = 366 * DAY_MS
+PLAUSIBLE_FUTURE_MS = DAY_MS
 
 # Stored columns, in insert order.
 COLUMNS = (

@@ -10,10 +10,11 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
+from events import DAY_MS
+
 # Filters that must equal the value, and filters on the event time.
 EQUAL = ("app_id", "action", "platform")
 TIMES = ("since", "until")
-DAY_MS = 86_400_000
 
 
 class FilterError(ValueError):

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from events import COLUMNS, Refusal
+from events import COLUMNS, DAY_MS, HOUR_MS, Refusal
 
 SCHEMA = Path(__file__).with_name("schema.sql")
 SCHEMA_VERSION = 3
@@ -706,7 +706,6 @@ def _is_busy(e: sqlite3.OperationalError) -> bool:
     return "locked" in message or "busy" in message
 
 
-HOUR_MS, DAY_MS = 3_600_000, 86_400_000
 DEVICE_DAY_KEEP_MS = 367 * DAY_MS  # events.PLAUSIBLE_PAST_MS, and a day to spare
 
 
