@@ -20,7 +20,8 @@ workers = int(os.environ.get("WEB_CONCURRENCY", 0)) or max(2, os.cpu_count() or 
 keepalive = 2  # only used by other worker classes; kept short for them
 
 # A worker silent this long is stuck, and is replaced. A request waits at most the busy timeout
-# for the database (STATS_BUSY_TIMEOUT_MS, 5 s), well inside the plugin's 10-20 s timeouts.
+# for the database (STATS_BUSY_TIMEOUT_MS, 5 s), well inside the plugin's 10-20 s timeouts. A
+# long export is not silent: it reports each batch it sends (post_worker_init below).
 timeout = 30
 graceful_timeout = 10
 
@@ -34,6 +35,13 @@ accesslog = None
 # No control socket (gunicorn >= 25): we do not use gunicornc, and two servers on one machine
 # would share its default path.
 control_socket_disable = True
+
+
+def post_worker_init(worker):
+    """Give the app the worker's heartbeat, so an export that is still sending is not killed."""
+    extensions = getattr(worker.wsgi, "extensions", None)  # None: not our Flask app
+    if extensions is not None:
+        extensions["heartbeat"] = worker.notify
 
 
 def when_ready(server):

@@ -4,6 +4,7 @@ import http.client
 import json
 import logging
 import runpy
+import socket
 import sqlite3
 import threading
 import time
@@ -152,3 +153,45 @@ def test_gunicorn_on_loopback_starts_without_the_warning(serve):
     server = serve(workers=1)
     assert "STATS_READ_TOKEN" not in server.log()
     assert "Booting worker" in server.log()
+
+
+def _seed_events(db, n: int) -> None:
+    """Store n valid events straight through the store, as the ingest route would."""
+    import events
+    from store import Store
+
+    store, now = Store(str(db)), events.now_ms()
+    store.ensure_schema()
+    actions = events.allowed_actions("")
+    rows = [
+        events.validate(event(device_id=f"device-{i}", timestamp=now - i), actions, now)
+        for i in range(n)
+    ]
+    for start in range(0, n, 5000):
+        store.write(rows[start : start + 5000], [], now)
+
+
+def test_a_csv_export_longer_than_the_worker_timeout_is_sent_whole(serve, tmp_path):
+    # gunicorn kills a sync worker that has not reported for `timeout` seconds; an export reports
+    # each batch it sends. This 11 MB export, read at 1.5 MB/s, keeps the worker sending for
+    # about 4.5 s once the ~4 MB of socket buffers are full: longer than a 3 s timeout (which
+    # must stay above the 2 s gunicorn lingers on a closing connection).
+    db, n = tmp_path / "stats.db", 60_000
+    _seed_events(db, n)
+    server = serve(db=db, workers=1, GUNICORN_CMD_ARGS="--timeout 3")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.connect(("127.0.0.1", server.port))
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+    conn.sock = sock
+    conn.request("GET", "/stats/events.csv")
+    response = conn.getresponse()
+    assert response.status == 200
+    body, started = bytearray(), time.monotonic()
+    while chunk := response.read(64 * 1024):  # raises IncompleteRead if the worker was killed
+        body += chunk
+        time.sleep(max(0.0, len(body) / 1.5e6 - (time.monotonic() - started)))
+    conn.close()
+    assert time.monotonic() - started > 6  # so the worker sent for longer than its timeout
+    assert body.count(b"\r\n") == n + 1  # the header and every event
+    assert "WORKER TIMEOUT" not in server.log()
