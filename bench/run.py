@@ -1,6 +1,6 @@
 """The whole benchmark in one command, on loopback, written into bench/RESULTS.md.
 
-    python bench/run.py            # full run: about ten minutes on 2 cores
+    python bench/run.py            # full run: about twenty minutes on 2 cores
     python bench/run.py --smoke    # tiny sizes, a few seconds each: shows the bench still works
 
 Every figure is measured side by side in the same run and reported as a ratio as well, because

@@ -21,6 +21,8 @@ def test_the_benchmark_runs_at_smoke_size_and_writes_every_figure(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     text = out.read_text()
     assert "single-event ingest, ours / bare Flask route" in text
+    assert "storage switched off" in text and "one INSERT per request" in text
+    assert "spool file" in text and "plain WSGI function" in text
     assert "200-event batches" in text
     assert "| 1,000 |" in text and "| 5,000 |" in text
     assert "bytes/event" in text
