@@ -5,9 +5,6 @@
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
-import json
 import logging
 import os
 import threading
@@ -16,16 +13,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import click
 from flask import Flask, Response, current_app, g, request
-from werkzeug.datastructures import WWWAuthenticate
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, Unauthorized
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+import access
+import errors
 import events
 import export
 import filters
 import metrics
 import requestlog
+from errors import ApiError
 from store import DAY_MS, Store, StoreUnavailable
 
 log = logging.getLogger("capgo_stats")
@@ -50,24 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "STATS_LOG_LEVEL": "INFO",
 }
 
-# Routes anyone may call even when STATS_READ_TOKEN is set; every other route needs the token,
-# so a route added later is protected unless it is named here. /healthz is for load balancers
-# and uptime checks, which carry no token, and tells nothing but "the database takes writes".
-OPEN_ENDPOINTS = frozenset({"liveness", "ingest", "healthz"})
-
-# An oversized or refused body is read and dropped up to this size before we answer: a server
-# that closes a socket with unread data sends a reset, and the client never sees our answer.
-DRAIN_LIMIT = 16 * 1024 * 1024
-
 OK_BODY = b'{"status": "ok"}'
-
-
-class ApiError(HTTPException):
-    """An HTTP error with a stable machine-readable code."""
-
-    def __init__(self, status: int, error: str, message: str):
-        super().__init__(message)
-        self.code, self.error = status, error
 
 
 def _from_env(name: str, default: Any) -> Any:
@@ -107,9 +88,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["actions"] = events.allowed_actions(app.config["STATS_EXTRA_ACTIONS"])
     app.extensions["app_ids"] = events.names(app.config["STATS_APP_IDS"]) or None
 
-    app.register_error_handler(HTTPException, handle_http_error)
-    app.register_error_handler(StoreUnavailable, handle_store_unavailable)
-    app.before_request(check_access)
+    app.register_error_handler(HTTPException, errors.handle_http_error)
+    app.register_error_handler(StoreUnavailable, errors.handle_store_unavailable)
+    app.before_request(access.check_access)
     app.add_url_rule("/stats", view_func=liveness, methods=["GET"])
     app.add_url_rule("/stats", view_func=ingest, methods=["POST"])
     app.add_url_rule("/stats/counts", view_func=counts, methods=["GET"])
@@ -125,7 +106,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     cli.init_app(app)
     requestlog.init_app(app)
     app.register_blueprint(views.bp)
-    _warn_if_flask_run_is_exposed(app)
+    access.warn_if_flask_run_is_exposed(app)
     return app
 
 
@@ -149,115 +130,6 @@ def get_store() -> Store:
     return current_app.extensions["store"]
 
 
-def error_response(status: int, error: str, message: str) -> Response:
-    """The one JSON error body every error answer uses."""
-    return Response(
-        json.dumps({"error": error, "message": message}),
-        status=status,
-        mimetype="application/json",
-    )
-
-
-def handle_http_error(e: HTTPException) -> Response:
-    """Answer every HTTP error, 500 included, as JSON while keeping its headers (Allow...)."""
-    if isinstance(e, ApiError):
-        error, message = e.error, e.description
-    elif e.code == 500:
-        # The traceback is logged by Flask; the client learns nothing of our internals.
-        error, message = "internal_error", "The server hit an unexpected error."
-    else:
-        error = (e.name or "error").lower().replace(" ", "_")
-        message = e.description or e.name
-    response = e.get_response()
-    body = error_response(e.code or 500, error, message)
-    response.data, response.content_type = body.data, body.content_type
-    return response
-
-
-def handle_store_unavailable(e: StoreUnavailable) -> Response:
-    """A read that met a missing database: 503, as for writes, not a 500."""
-    return error_response(
-        503, "storage_unavailable", "The database cannot be read right now. Retry later."
-    )
-
-
-# -- access ------------------------------------------------------------------------------------
-
-
-def check_access() -> None:
-    """Before each request: the ingest key on POST /stats, the read token everywhere else."""
-    endpoint, config = request.endpoint, current_app.config
-    if endpoint is None:  # no route matched: the 404/405 answer tells nothing
-        return
-    if endpoint == "ingest":
-        key = config["STATS_INGEST_KEY"]
-        if key and not _same_secret(request.args.get("key", ""), key):
-            _drain_body()
-            raise ApiError(
-                403,
-                "invalid_key",
-                "This server takes events only with ?key=<STATS_INGEST_KEY> in statsUrl.",
-            )
-    elif endpoint not in OPEN_ENDPOINTS:
-        token = config["STATS_READ_TOKEN"]
-        if token and not _same_secret(_read_credential(), token):
-            raise Unauthorized(
-                "Send the read token as the header Authorization: Bearer <STATS_READ_TOKEN>"
-                " (in a browser: any user name, the token as password).",
-                # Basic as well, so a browser asks for it and the dashboard works as is.
-                www_authenticate=[
-                    WWWAuthenticate("bearer", {"realm": "capgo-stats"}),
-                    WWWAuthenticate("basic", {"realm": "capgo-stats"}),
-                ],
-            )
-
-
-def _read_credential() -> str:
-    """The read token a client sent: `Bearer <token>`, or a Basic password (from a browser)."""
-    auth = request.authorization
-    if auth is None:
-        return ""
-    if auth.type == "bearer":
-        return auth.token or ""
-    return (auth.password or "") if auth.type == "basic" else ""
-
-
-def _same_secret(given: str, expected: str) -> bool:
-    """Compare a secret in constant time, so timing tells nothing of its value."""
-    return hmac.compare_digest(given.encode(), expected.encode())
-
-
-def is_loopback(host: str) -> bool:
-    """True when an address to listen on only takes connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
-
-
-def exposure_warning(hosts: list[str], read_token: str) -> str | None:
-    """The start-up warning for a server that others can reach while reads are open."""
-    exposed = [host for host in hosts if not is_loopback(host)]
-    if read_token or not exposed:
-        return None
-    return (
-        f"listening on {', '.join(exposed)} without STATS_READ_TOKEN: anyone who can reach"
-        " this port can read your stats. Set STATS_READ_TOKEN, or listen on 127.0.0.1."
-    )
-
-
-def _warn_if_flask_run_is_exposed(app: Flask) -> None:
-    """Under `flask run --host ...`, warn when the host is reachable and reads are open."""
-    ctx = click.get_current_context(silent=True)
-    if ctx is None or ctx.info_name != "run" or "host" not in ctx.params:
-        return
-    message = exposure_warning([ctx.params["host"]], app.config["STATS_READ_TOKEN"])
-    if message:
-        log.warning(message)
-
-
 def stored_id(field: str, raw: str) -> str | None:
     """A device_id or custom_id from a query, as the store holds it (for look-ups)."""
     return events.stored_id(field, raw, current_app.config["STATS_HASH_SECRET"])
@@ -277,7 +149,7 @@ def ingest() -> Any:
     try:
         items, is_batch = events.parse_body(_read_body())
     except RequestEntityTooLarge:
-        _drain_body()
+        access.drain_body()
         limit = current_app.config["STATS_MAX_BODY"]
         _refuse_body(now, "body_too_large", f"The body is over {limit} bytes (STATS_MAX_BODY).")
         raise ApiError(413, "body_too_large", f"The body is over {limit} bytes.") from None
@@ -331,25 +203,6 @@ def _read_body() -> bytes:
     if request.stream.read(1):
         raise RequestEntityTooLarge()
     return data
-
-
-def _drain_body() -> None:
-    """Read and drop what is left of the request body, up to DRAIN_LIMIT bytes."""
-    length = request.content_length
-    if length is None and not request.environ.get("wsgi.input_terminated"):
-        return  # no length and no end marker: nothing we can read safely
-    left = DRAIN_LIMIT if length is None else length
-    if left > DRAIN_LIMIT:
-        return  # too big to be worth it: the client gets a reset
-    stream = request.environ["wsgi.input"]
-    try:
-        while left > 0:
-            chunk = stream.read(min(left, 65536))
-            if not chunk:
-                return
-            left -= len(chunk)
-    except (OSError, ValueError):
-        return  # the client went away
 
 
 def _refuse_body(now: int, code: str, message: str) -> None:

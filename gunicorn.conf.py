@@ -47,7 +47,7 @@ def post_worker_init(worker):
 def when_ready(server):
     """Warn once at start when the server listens beyond loopback and reads are open."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also under --chdir
-    from app import exposure_warning
+    from access import exposure_warning
 
     hosts = [address[0] for address in server.cfg.address if isinstance(address, tuple)]
     message = exposure_warning(hosts, os.environ.get("STATS_READ_TOKEN", ""))

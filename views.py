@@ -14,7 +14,8 @@ from flask import Blueprint, render_template, request, url_for
 import charts
 import events
 import reports
-from app import ApiError, get_store, parse_filters, stored_id
+from app import get_store, parse_filters, stored_id
+from errors import ApiError
 
 bp = Blueprint("insights", __name__)
 

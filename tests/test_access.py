@@ -6,8 +6,9 @@ import logging
 import pytest
 from click.testing import CliRunner
 
-import app as app_module
-from app import OPEN_ENDPOINTS, create_app
+import access
+from access import OPEN_ENDPOINTS
+from app import create_app
 from payloads import event
 
 TOKEN = "r3ad-t0ken"
@@ -125,7 +126,7 @@ def test_the_read_token_is_compared_in_constant_time(locked, monkeypatch):
         calls.append((a, b))
         return a == b
 
-    monkeypatch.setattr(app_module.hmac, "compare_digest", spy)
+    monkeypatch.setattr(access.hmac, "compare_digest", spy)
     locked.test_client().get("/stats/counts", headers=bearer("guess"))
     assert calls == [(b"guess", TOKEN.encode())]
 
