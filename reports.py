@@ -42,8 +42,8 @@ DEFINITIONS = {
     "app_opens": "app_moved_to_foreground events: the app came to the foreground.",
     "active_devices": "Distinct devices that sent any event that UTC day (active_day). Not kept"
     " per hour or per platform: null for interval=hour or with a platform filter.",
-    "active_recent": "Devices whose latest event is at most 1, 7 or 30 days older than the"
-    " app's newest event (or now, if that is earlier).",
+    "active_recent": "Devices whose latest event is in or after the UTC hour that began 1, 7"
+    " or 30 days before the app's newest event (or now, if that is earlier).",
     "last_event": "Time since the newest event of this app, by event time (the device's"
     " clock when plausible, else arrival).",
     "refused": "Events answered with an error and not stored, by arrival day (UTC), app,"
@@ -423,7 +423,8 @@ def summary(store: Store, filters: dict, include_dev: bool = False, now: int = 0
     now, filters = now or _now(), with_app(store, filters)
     newest = store.newest_event(filters["app_id"])
     as_of = min(now, newest) if newest is not None else now
-    windows = {f"{days}d": as_of - days * DAY_MS for days in (1, 7, 30)}
+    # Whole hours: devices are counted by the hour of their latest event (device_hour).
+    windows = {f"{days}d": (as_of - days * DAY_MS) // HOUR_MS * HOUR_MS for days in (1, 7, 30)}
     active = store.active_since(filters, not include_dev, list(windows.values()))
     return {
         "app_id": filters["app_id"] or None,

@@ -151,6 +151,74 @@ CREATE TABLE IF NOT EXISTS active_day (
     PRIMARY KEY (app_id, day, prod)
 ) WITHOUT ROWID;
 
+-- Devices counted by the bundle they run and by the hour of their latest event (schema 4), kept
+-- by the triggers on device below, so version shares and active devices read a few rows however
+-- many devices there are. A count moves when a device changes bundle, platform, prod or hour.
+CREATE TABLE IF NOT EXISTS device_bundle (
+    app_id   TEXT    NOT NULL,
+    platform TEXT    NOT NULL,
+    prod     INTEGER NOT NULL,
+    bundle   TEXT    NOT NULL,  -- '' for devices that have not reported a bundle yet
+    devices  INTEGER NOT NULL,
+    PRIMARY KEY (app_id, platform, prod, bundle)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS device_hour (
+    app_id   TEXT    NOT NULL,
+    hour     INTEGER NOT NULL,  -- of the device's last_seen: last_seen / 3600000
+    platform TEXT    NOT NULL,
+    prod     INTEGER NOT NULL,
+    devices  INTEGER NOT NULL,
+    PRIMARY KEY (app_id, hour, platform, prod)
+) WITHOUT ROWID;
+
+CREATE TRIGGER IF NOT EXISTS "device#count" AFTER INSERT ON device
+BEGIN
+    INSERT INTO device_bundle (app_id, platform, prod, bundle, devices)
+    VALUES (NEW.app_id, NEW.platform, NEW.prod, coalesce(NEW.bundle, ''), 1)
+    ON CONFLICT (app_id, platform, prod, bundle) DO UPDATE SET devices = devices + 1;
+
+    INSERT INTO device_hour (app_id, hour, platform, prod, devices)
+    VALUES (NEW.app_id, NEW.last_seen / 3600000, NEW.platform, NEW.prod, 1)
+    ON CONFLICT (app_id, hour, platform, prod) DO UPDATE SET devices = devices + 1;
+END;
+
+CREATE TRIGGER IF NOT EXISTS "device#bundle" AFTER UPDATE ON device
+WHEN OLD.bundle IS NOT NEW.bundle OR OLD.platform <> NEW.platform OR OLD.prod <> NEW.prod
+BEGIN
+    UPDATE device_bundle SET devices = devices - 1
+    WHERE app_id = OLD.app_id AND platform = OLD.platform AND prod = OLD.prod
+      AND bundle = coalesce(OLD.bundle, '');
+
+    INSERT INTO device_bundle (app_id, platform, prod, bundle, devices)
+    VALUES (NEW.app_id, NEW.platform, NEW.prod, coalesce(NEW.bundle, ''), 1)
+    ON CONFLICT (app_id, platform, prod, bundle) DO UPDATE SET devices = devices + 1;
+END;
+
+CREATE TRIGGER IF NOT EXISTS "device#hour" AFTER UPDATE ON device
+WHEN OLD.last_seen / 3600000 <> NEW.last_seen / 3600000
+  OR OLD.platform <> NEW.platform OR OLD.prod <> NEW.prod
+BEGIN
+    UPDATE device_hour SET devices = devices - 1
+    WHERE app_id = OLD.app_id AND hour = OLD.last_seen / 3600000
+      AND platform = OLD.platform AND prod = OLD.prod;
+
+    INSERT INTO device_hour (app_id, hour, platform, prod, devices)
+    VALUES (NEW.app_id, NEW.last_seen / 3600000, NEW.platform, NEW.prod, 1)
+    ON CONFLICT (app_id, hour, platform, prod) DO UPDATE SET devices = devices + 1;
+END;
+
+CREATE TRIGGER IF NOT EXISTS "device#uncount" AFTER DELETE ON device
+BEGIN
+    UPDATE device_bundle SET devices = devices - 1
+    WHERE app_id = OLD.app_id AND platform = OLD.platform AND prod = OLD.prod
+      AND bundle = coalesce(OLD.bundle, '');
+
+    UPDATE device_hour SET devices = devices - 1
+    WHERE app_id = OLD.app_id AND hour = OLD.last_seen / 3600000
+      AND platform = OLD.platform AND prod = OLD.prod;
+END;
+
 CREATE TRIGGER IF NOT EXISTS "device_day#count" AFTER INSERT ON device_day
 BEGIN
     INSERT INTO active_day (app_id, day, prod, devices) VALUES (NEW.app_id, NEW.day, NEW.prod, 1)
@@ -221,4 +289,4 @@ BEGIN
     ON CONFLICT (app_id, day, device_id) DO NOTHING;
 END;
 
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from events import COLUMNS, DAY_MS, HOUR_MS, Refusal
 
 SCHEMA = Path(__file__).with_name("schema.sql")
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 log = logging.getLogger("capgo_stats.store")
 T = TypeVar("T")
@@ -171,9 +171,11 @@ class Store:
                 if version == 1:
                     log.warning("migrating %s to schema %d (rollups)", self.path, SCHEMA_VERSION)
                     _migrate_1_to_2(conn)  # replays every event: lands on the latest schema
-                elif version == 2:
-                    log.warning("migrating %s to schema 3 (failure_day)", self.path)
-                    _migrate_2_to_3(conn)
+                elif version in (2, 3):
+                    log.warning("migrating %s to schema %d", self.path, SCHEMA_VERSION)
+                    if version == 2:
+                        _migrate_2_to_3(conn)
+                    _migrate_3_to_4(conn)
                 elif version < SCHEMA_VERSION:
                     _run_script(conn, SCHEMA.read_text())
                 conn.execute("COMMIT")
@@ -366,17 +368,22 @@ class Store:
         """How many devices currently run each bundle (None: no bundle reported yet)."""
         where, params = device_where(filters, prod_only)
         rows = self._rows(
-            f"SELECT bundle, count(*) FROM device WHERE {where} GROUP BY bundle", params
+            f"SELECT nullif(bundle, ''), sum(devices) FROM device_bundle WHERE {where}"
+            " GROUP BY bundle HAVING sum(devices) > 0",
+            params,
         )
         return dict(rows)
 
     def active_since(self, filters: dict, prod_only: bool, since: list[int]) -> list[int]:
-        """For each time in `since`, how many devices were last seen at or after it."""
+        """For each hour in `since` (ms, whole hours), how many devices were last seen in it
+        or later."""
         where, params = device_where(filters, prod_only)
-        sums = ", ".join("coalesce(sum(last_seen >= ?), 0)" for _ in since)
-        # One pass over the app's devices in key order: cheaper than the last_seen index plus a
-        # lookup per device when most devices were seen within the widest window.
-        [row] = self._rows(f"SELECT {sums} FROM device WHERE {where}", [*since, *params])
+        hours = [start // HOUR_MS for start in since]
+        sums = ", ".join("coalesce(sum(iif(hour >= ?, devices, 0)), 0)" for _ in hours)
+        [row] = self._rows(
+            f"SELECT {sums} FROM device_hour WHERE {where} AND hour >= ?",
+            [*hours, *params, min(hours, default=0)],
+        )
         return list(row)
 
     def newest_event(self, app_id: str) -> int | None:
@@ -572,6 +579,9 @@ class Store:
         # arrive for any day inside the plausibility window, so keep those days.
         oldest_day = min(before_ms, int(time.time() * 1000) - DEVICE_DAY_KEEP_MS) // DAY_MS
         self._execute_write("DELETE FROM device_day WHERE day < ?", (oldest_day,))
+        # Counts that devices moved out of stay behind at zero: nothing reads them.
+        self._execute_write("DELETE FROM device_bundle WHERE devices = 0")
+        self._execute_write("DELETE FROM device_hour WHERE devices = 0")
         return deleted
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
@@ -819,7 +829,7 @@ def _times(value: int | None, factor: int) -> int | None:
 
 
 def device_where(filters: dict, prod_only: bool) -> tuple[str, list]:
-    """WHERE clause on the device table: the app, its platform, and prod devices only."""
+    """WHERE clause on device and its counts: the app, its platform, and prod devices only."""
     clauses, params = ["app_id = ?"], [filters["app_id"]]
     if filters.get("platform") is not None:
         clauses.append("platform = ?")
@@ -904,4 +914,19 @@ def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
         " (app_id, day, action, bundle, platform, plugin_version, version_os, prod, count)"
         " SELECT app_id, hour / 24, action, bundle, platform, plugin_version, version_os, prod,"
         " sum(count) FROM failure_hour GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"
+    )
+
+
+def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
+    """Add the device counts, device_bundle and device_hour, filled from the device table."""
+    _run_script(conn, SCHEMA.read_text())
+    conn.execute(
+        "INSERT INTO device_bundle (app_id, platform, prod, bundle, devices)"
+        " SELECT app_id, platform, prod, coalesce(bundle, ''), count(*) FROM device"
+        " GROUP BY 1, 2, 3, 4"
+    )
+    conn.execute(
+        "INSERT INTO device_hour (app_id, hour, platform, prod, devices)"
+        " SELECT app_id, last_seen / 3600000, platform, prod, count(*) FROM device"
+        " GROUP BY 1, 2, 3, 4"
     )

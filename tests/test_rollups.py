@@ -89,6 +89,61 @@ def test_counts_from_rollups_equal_counts_from_raw_events_for_any_time_range(
     assert got == raw_counts(app.extensions["store"], since_ms, until_ms, platform="ios")
 
 
+# What device_bundle and device_hour must always hold: a count over the device table.
+DEVICES_BY_BUNDLE = (
+    "SELECT app_id, platform, prod, coalesce(bundle, '') AS bundle, count(*) AS devices"
+    " FROM device GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+)
+DEVICES_BY_HOUR = (
+    "SELECT app_id, last_seen / 3600000 AS hour, platform, prod, count(*) AS devices"
+    " FROM device GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+)
+
+
+def device_counts(store):
+    """device_bundle and device_hour without the zero rows that moves leave behind."""
+    return (
+        store.query(
+            "SELECT app_id, platform, prod, bundle, devices FROM device_bundle"
+            " WHERE devices <> 0 ORDER BY 1, 2, 3, 4"
+        ),
+        store.query(
+            "SELECT app_id, hour, platform, prod, devices FROM device_hour"
+            " WHERE devices <> 0 ORDER BY 1, 2, 3, 4"
+        ),
+    )
+
+
+device_stories = st.lists(
+    st.tuples(
+        st.sampled_from(["d1", "d2", "d3"]),
+        st.sampled_from(["set", "set_fail", "app_moved_to_foreground", "download_complete"]),
+        st.sampled_from(["ios", "android"]),
+        st.sampled_from(["1.0.0", "1.1.0", ""]),
+        st.booleans(),  # is_prod
+        st.integers(min_value=0, max_value=3 * DAY),  # how long ago
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stories=device_stories, forget=st.sampled_from([None, "d1", "d2"]))
+def test_device_counts_always_equal_a_count_over_the_devices(tmp_path_factory, stories, forget):
+    app = create_app({"STATS_DB": str(tmp_path_factory.mktemp("db") / "s.db")})
+    client, store = app.test_client(), app.extensions["store"]
+    for device, action, platform, version, prod, ago in stories:  # one request each: in order
+        post(
+            client,
+            event(device_id=device, action=action, platform=platform, version_name=version,
+                  is_prod=prod, timestamp=NOW - ago),
+        )  # fmt: skip
+    if forget:
+        store.forget_device([forget], [])
+    assert device_counts(store) == (store.query(DEVICES_BY_BUNDLE), store.query(DEVICES_BY_HOUR))
+
+
 def test_duplicates_and_refused_events_never_reach_the_rollups(client, rows):
     batch = [event(timestamp=NOW - i, device_id=f"d{i}") for i in range(5)]
     post(client, batch)
@@ -246,3 +301,34 @@ def test_the_server_applies_stats_retention_days_by_itself(tmp_path):
         time.sleep(0.05)
     assert oldest >= NOW - 10 * DAY
     assert store.query("SELECT sum(count) AS n FROM rollup_day") == [{"n": 140}]
+
+
+V3_SCHEMA = Path(__file__).with_name("data") / "schema_v3.sql"
+
+
+def test_a_version_3_database_gets_its_device_counts_filled_from_the_devices(tmp_path):
+    path = tmp_path / "v3.db"
+    old = sqlite3.connect(path)
+    old.executescript(V3_SCHEMA.read_text())
+    columns = ", ".join(events.COLUMNS)
+    stories = [
+        event(device_id=f"D{i % 7}", platform=("ios", "android")[i % 2],
+              version_name=("1.0.0", "1.1.0", "")[i % 3], timestamp=NOW - i * 5 * HOUR)
+        for i in range(40)
+    ]  # fmt: skip
+    old.executemany(
+        f"INSERT INTO event ({columns}) VALUES ({', '.join('?' * len(events.COLUMNS))})",
+        [events.validate(e, events.KNOWN_ACTIONS, NOW) for e in stories],
+    )
+    old.commit()
+    old.close()
+
+    migrated = create_app({"STATS_DB": str(path)})
+    fresh = create_app({"STATS_DB": str(tmp_path / "fresh.db")})
+    post(fresh.test_client(), stories)
+    store = migrated.extensions["store"]
+    assert store.query("PRAGMA user_version") == [{"user_version": SCHEMA_VERSION}]
+    assert device_counts(store) == (store.query(DEVICES_BY_BUNDLE), store.query(DEVICES_BY_HOUR))
+    assert device_counts(store) == device_counts(fresh.extensions["store"])
+    for url in ("/stats/versions?app_id=com.example.app", "/stats/summary?app_id=com.example.app"):
+        assert migrated.test_client().get(url).json == fresh.test_client().get(url).json
