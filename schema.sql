@@ -132,7 +132,7 @@ CREATE TABLE IF NOT EXISTS device (
     PRIMARY KEY (app_id, device_id)
 ) WITHOUT ROWID;
 -- No index on last_seen: it changes with every event, and keeping an index on it doubled the
--- cost of this upsert (bench/RESULTS.md). Active-device counts scan one app's devices instead.
+-- cost of this upsert (bench/RESULTS.md). Active devices are counted by device_hour instead.
 
 -- Devices seen per day: device_day remembers who was counted, active_day holds the counts.
 CREATE TABLE IF NOT EXISTS device_day (
