@@ -1,13 +1,12 @@
 """The insight routes: versions, timeline, failures, summary, raw events, devices, rejected."""
 
 import json
-import sqlite3
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from old_schema import old_database
 
 import events
 import reports
@@ -489,8 +488,6 @@ def test_refused_events_are_reported_by_day_app_reason_and_action(client):
 
 # -- schema 3: failure_day --------------------------------------------------------------------
 
-V2_SCHEMA = Path(__file__).with_name("data") / "schema_v2.sql"
-
 
 def test_a_version_2_database_gets_failure_day_filled_from_failure_hour(tmp_path):
     stories = [
@@ -499,14 +496,8 @@ def test_a_version_2_database_gets_failure_day_filled_from_failure_hour(tmp_path
               version_name=("1.0.0", "1.1.0")[i % 3 == 0], timestamp=NOW - i * 5 * HOUR)
         for i in range(60)
     ]  # fmt: skip
-    rows_ = [events.validate(e, events.KNOWN_ACTIONS, NOW) for e in stories]
     old_path = tmp_path / "v2.db"
-    old = sqlite3.connect(old_path)
-    old.executescript(V2_SCHEMA.read_text())
-    marks = ", ".join("?" * len(events.COLUMNS))
-    old.executemany(f"INSERT INTO event ({', '.join(events.COLUMNS)}) VALUES ({marks})", rows_)
-    old.commit()
-    old.close()
+    old_database(old_path, 2, stories)
 
     migrated = create_app({"STATS_DB": str(old_path)})
     fresh = create_app({"STATS_DB": str(tmp_path / "fresh.db")})

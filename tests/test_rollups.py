@@ -1,12 +1,11 @@
 """Rollups, retention and the schema migration: reports must not depend on raw events."""
 
 import json
-import sqlite3
 import time
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from old_schema import old_database
 
 import events
 from app import create_app
@@ -237,35 +236,18 @@ def test_flask_prune_refuses_zero_days(runner):
     assert runner.invoke(args=["prune", "--days", "0"]).exit_code == 2
 
 
-V1_SCHEMA = Path(__file__).with_name("data") / "schema_v1.sql"
-
-
 def test_a_version_1_database_is_migrated_with_its_rollups_backfilled(tmp_path):
     path = tmp_path / "old.db"
-    old = sqlite3.connect(path)
-    old.executescript(V1_SCHEMA.read_text())
-    columns = ", ".join(events.COLUMNS)
-    rows_v1 = []
-    for i in range(60):
-        row = events.validate(
-            event(
-                app_id=("com.a", "com.b")[i % 2],
-                action=("set", "set_fail", "download_complete")[i % 3],
-                device_id=f"D{i % 9}",
-                version_name=f"1.{i % 4}.0",
-                old_version_name="1.0.0",
-                timestamp=NOW - i * 5 * HOUR,
-            ),
-            events.KNOWN_ACTIONS,
-            NOW,
-        )
-        rows_v1.append(row)
-    old.executemany(
-        f"INSERT INTO event ({columns}) VALUES ({', '.join('?' * len(events.COLUMNS))})", rows_v1
-    )
-    old.execute("INSERT INTO refusal VALUES ('2026-11-01', 'com.a', 'unknown_action', 'x', 3)")
-    old.commit()
-    old.close()
+    stories = [
+        event(app_id=("com.a", "com.b")[i % 2],
+              action=("set", "set_fail", "download_complete")[i % 3], device_id=f"D{i % 9}",
+              version_name=f"1.{i % 4}.0", old_version_name="1.0.0", timestamp=NOW - i * 5 * HOUR)
+        for i in range(60)
+    ]  # fmt: skip
+    old_database(
+        path, 1, stories,
+        "INSERT INTO refusal VALUES ('2026-11-01', 'com.a', 'unknown_action', 'x', 3)",
+    )  # fmt: skip
 
     app = create_app({"STATS_DB": str(path)})
     store = app.extensions["store"]
@@ -303,25 +285,14 @@ def test_the_server_applies_stats_retention_days_by_itself(tmp_path):
     assert store.query("SELECT sum(count) AS n FROM rollup_day") == [{"n": 140}]
 
 
-V3_SCHEMA = Path(__file__).with_name("data") / "schema_v3.sql"
-
-
 def test_a_version_3_database_gets_its_device_counts_filled_from_the_devices(tmp_path):
     path = tmp_path / "v3.db"
-    old = sqlite3.connect(path)
-    old.executescript(V3_SCHEMA.read_text())
-    columns = ", ".join(events.COLUMNS)
     stories = [
         event(device_id=f"D{i % 7}", platform=("ios", "android")[i % 2],
               version_name=("1.0.0", "1.1.0", "")[i % 3], timestamp=NOW - i * 5 * HOUR)
         for i in range(40)
     ]  # fmt: skip
-    old.executemany(
-        f"INSERT INTO event ({columns}) VALUES ({', '.join('?' * len(events.COLUMNS))})",
-        [events.validate(e, events.KNOWN_ACTIONS, NOW) for e in stories],
-    )
-    old.commit()
-    old.close()
+    old_database(path, 3, stories)
 
     migrated = create_app({"STATS_DB": str(path)})
     fresh = create_app({"STATS_DB": str(tmp_path / "fresh.db")})
