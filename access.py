@@ -36,7 +36,7 @@ def check_access() -> None:
         return
     if endpoint == "ingest":
         key = config["STATS_INGEST_KEY"]
-        if key and not same_secret(request.args.get("key", ""), key):
+        if key and not _same_secret(request.args.get("key", ""), key):
             drain_body()
             raise ApiError(
                 403,
@@ -45,7 +45,7 @@ def check_access() -> None:
             )
     elif endpoint not in OPEN_ENDPOINTS:
         token = config["STATS_READ_TOKEN"]
-        if token and not same_secret(read_credential(), token):
+        if token and not _same_secret(_read_credential(), token):
             raise Unauthorized(
                 "Send the read token as the header Authorization: Bearer <STATS_READ_TOKEN>"
                 " (in a browser: any user name, the token as password).",
@@ -57,7 +57,7 @@ def check_access() -> None:
             )
 
 
-def read_credential() -> str:
+def _read_credential() -> str:
     """The read token a client sent: `Bearer <token>`, or a Basic password (from a browser)."""
     auth = request.authorization
     if auth is None:
@@ -67,7 +67,7 @@ def read_credential() -> str:
     return (auth.password or "") if auth.type == "basic" else ""
 
 
-def same_secret(given: str, expected: str) -> bool:
+def _same_secret(given: str, expected: str) -> bool:
     """Compare a secret in constant time, so timing tells nothing of its value."""
     return hmac.compare_digest(given.encode(), expected.encode())
 
