@@ -6,8 +6,8 @@ Command-line flags win over these (`-b 127.0.0.1:9000`, `-w 3`); so does GUNICOR
 import os
 import sys
 
-# Behind a reverse proxy on the same machine (see README, "Production"); -b 0.0.0.0:8000 to
-# listen on every interface.
+# Behind a reverse proxy on the same machine (see docs/operations.md, "Production");
+# -b 0.0.0.0:8000 to listen on every interface.
 bind = "127.0.0.1:8000"
 
 # sync workers: one request at a time each, connection closed after the answer. Measured: gthread
@@ -47,7 +47,7 @@ def post_worker_init(worker):
 def when_ready(server):
     """Warn once at start when the server listens beyond loopback and reads are open."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also under --chdir
-    from access import exposure_warning
+    from capgo_stats.web.access import exposure_warning
 
     hosts = [address[0] for address in server.cfg.address if isinstance(address, tuple)]
     message = exposure_warning(hosts, os.environ.get("STATS_READ_TOKEN", ""))

@@ -32,24 +32,25 @@ from flask import Flask, Response, request
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import app  # noqa: E402
-import events  # noqa: E402
-import store  # noqa: E402
+from capgo_stats import protocol  # noqa: E402
+from capgo_stats.store import SQLiteStore  # noqa: E402
+from capgo_stats.web.ingest import OK_BODY  # noqa: E402
 
 PLAIN = "plain_event"
 SPOOL_FOLD = 256
 log = logging.getLogger("capgo_stats.request")
 
 
-def write_nothing(self: store.Store, rows: list, refusals: list, now_ms: int) -> None:
+def write_nothing(self: SQLiteStore, rows: list, refusals: list, now_ms: int) -> None:
     """Store.write with the storage switched off."""
 
 
-def write_plain(self: store.Store, rows: list, refusals: list, now_ms: int) -> None:
+def write_plain(self: SQLiteStore, rows: list, refusals: list, now_ms: int) -> None:
     """Store.write cut to one plain INSERT per event, through the same transaction helper."""
-    columns = ", ".join(store.COLUMNS)
+    columns = ", ".join(protocol.COLUMNS)
     with self.transaction() as conn:
         conn.executemany(
-            f"INSERT INTO {PLAIN} ({columns}) VALUES ({', '.join('?' * len(store.COLUMNS))})",
+            f"INSERT INTO {PLAIN} ({columns}) VALUES ({', '.join('?' * len(protocol.COLUMNS))})",
             rows,
         )
 
@@ -58,7 +59,7 @@ class Spool:
     """A worker's spool file of validated rows, folded into the store in batches."""
 
     def __init__(self, flask_app: Flask):
-        self.store: store.Store = flask_app.extensions["store"]
+        self.store: SQLiteStore = flask_app.extensions["store"]
         self.actions = flask_app.extensions["actions"]
         self.path = f"{self.store.path}.spool-{os.getpid()}"
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -66,9 +67,9 @@ class Spool:
 
     def take(self, body: bytes) -> None:
         """Validate a request body, append its rows, and fold every SPOOL_FOLD events."""
-        now = events.now_ms()
-        items, _ = events.parse_body(body)
-        rows = [events.validate(i, self.actions, now, app_ids=None, secret="") for i in items]
+        now = protocol.now_ms()
+        items, _ = protocol.parse_body(body)
+        rows = [protocol.validate(i, self.actions, now, app_ids=None, secret="") for i in items]
         os.write(self.fd, json.dumps(rows).encode() + b"\n")
         self.pending += len(rows)
         if self.pending >= SPOOL_FOLD:
@@ -78,7 +79,7 @@ class Spool:
         """Insert every spooled row in one transaction (the trigger keeps the rollups)."""
         with open(self.path, "rb") as f:
             rows = [tuple(row) for line in f for row in json.loads(line)]
-        self.store.write(rows, [], events.now_ms())
+        self.store.write(rows, [], protocol.now_ms())
         os.ftruncate(self.fd, 0)
         self.pending = 0
 
@@ -89,7 +90,7 @@ def spool_route(flask_app: Flask) -> Flask:
 
     def ingest() -> Response:
         spool.take(request.get_data(cache=False))
-        return Response(app.OK_BODY, mimetype="application/json")
+        return Response(OK_BODY, mimetype="application/json")
 
     flask_app.view_functions["ingest"] = ingest
     return flask_app
@@ -98,7 +99,7 @@ def spool_route(flask_app: Flask) -> Flask:
 def spool_wsgi(flask_app: Flask) -> Callable:
     """A WSGI function answering POST /stats from a spool, handing the rest to Flask."""
     spool = Spool(flask_app)
-    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(app.OK_BODY)))]
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(OK_BODY)))]
 
     def wsgi(environ: dict, start_response: Callable) -> Any:
         if environ["PATH_INFO"] != "/stats" or environ["REQUEST_METHOD"] != "POST":
@@ -108,7 +109,7 @@ def spool_wsgi(flask_app: Flask) -> Callable:
         start_response("200 OK", headers)
         ms = (time.perf_counter() - started) * 1000
         log.info("POST /stats 200 %.1fms accepted=1 refused=0", ms)  # as the app logs it
-        return [app.OK_BODY]
+        return [OK_BODY]
 
     return wsgi
 
@@ -116,11 +117,11 @@ def spool_wsgi(flask_app: Flask) -> Callable:
 def create_app(storage: str) -> Flask | Callable:
     """The real app, with its storage as `storage` says: off, plain, spool or spool-wsgi."""
     if storage in ("off", "plain"):
-        store.Store.write = {"off": write_nothing, "plain": write_plain}[storage]
+        SQLiteStore.write = {"off": write_nothing, "plain": write_plain}[storage]
     flask_app = app.create_app()
     if storage == "plain":
         with flask_app.extensions["store"].transaction() as conn:
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {PLAIN} ({', '.join(store.COLUMNS)})")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {PLAIN} ({', '.join(protocol.COLUMNS)})")
     if storage == "spool":
         return spool_route(flask_app)
     if storage == "spool-wsgi":

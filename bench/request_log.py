@@ -32,7 +32,7 @@ import bare_app  # noqa: E402
 import run  # noqa: E402  (bench/run.py: gunicorn and wrk helpers)
 
 from app import create_app  # noqa: E402
-from payloads import SINGLE_ANDROID_7  # noqa: E402
+from support.payloads import SINGLE_ANDROID_7  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -31,8 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 sys.path.insert(0, str(ROOT))
 
-import events  # noqa: E402
-from store import INSERT_EVENT, SCHEMA, Store  # noqa: E402
+from capgo_stats import protocol  # noqa: E402
+from capgo_stats.store import SQLiteStore  # noqa: E402
+from capgo_stats.store.sqlite import INSERT_EVENT  # noqa: E402
+from capgo_stats.store.sqlite_migrations import SCHEMA  # noqa: E402
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -84,7 +86,7 @@ def wrk(port: int, script: str, seconds: int, connections: int = 8) -> dict:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(BENCH / script),
          f"http://127.0.0.1:{port}/stats"],
-        env={**os.environ, "BENCH_TS": str(events.now_ms() - random.randrange(10**9))},
+        env={**os.environ, "BENCH_TS": str(protocol.now_ms() - random.randrange(10**9))},
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -141,7 +143,7 @@ def bench_rows(n: int, base_ts: int) -> list[tuple]:
     """The rows batch.lua's events become, validated as the server would."""
     actions = ["app_moved_to_foreground", "app_moved_to_background", "download_complete", "set",
                "app_launch_ready"]  # fmt: skip
-    now = events.now_ms()
+    now = protocol.now_ms()
     rows = []
     for i in range(1, n + 1):
         event = {
@@ -152,7 +154,7 @@ def bench_rows(n: int, base_ts: int) -> list[tuple]:
             "is_emulator": False, "is_prod": True, "defaultChannel": "",
             "old_version_name": "1.2.2", "timestamp": base_ts - i,
         }  # fmt: skip
-        rows.append(events.validate(event, events.KNOWN_ACTIONS, now))
+        rows.append(protocol.validate(event, protocol.KNOWN_ACTIONS, now))
     return rows
 
 
@@ -181,7 +183,7 @@ def ingest_batch(seconds: int, n_raw: int, tmp: Path) -> dict:
         rss = rss_mib(pids)
     assert result["non_2xx"] == 0, result
     http_eps = result["rps"] * 200
-    rows = bench_rows(n_raw, events.now_ms() - 10**8)
+    rows = bench_rows(n_raw, protocol.now_ms() - 10**8)
     raw = executemany_rate(rows, tmp / "raw.db")
     bare = executemany_rate(rows, tmp / "raw-no-rollups.db", rollups=False)
     return {"http": http_eps, "raw": raw, "raw_no_rollups": bare, "rss": rss}
@@ -201,10 +203,10 @@ def generate(path: Path, n: int, devices: int, days: int = 30, seed: int = 7) ->
     """Fill a database with n realistic events from `devices` devices over `days`, straight
     into the store's table."""
     rng = random.Random(seed)
-    Store(str(path)).ensure_schema()
+    SQLiteStore(str(path)).ensure_schema()
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA synchronous = OFF")  # generation only: the server never runs like this
-    now = events.now_ms()
+    now = protocol.now_ms()
     names = [a for a, _ in ACTIONS]
     weights = [w for _, w in ACTIONS]
     chunk = 50_000

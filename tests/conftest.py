@@ -33,7 +33,7 @@ def rows(app):
 @pytest.fixture
 def serve(tmp_path):
     """Start real gunicorn servers on loopback; every one is killed at the end of the test."""
-    from live import Gunicorn
+    from support.live import Gunicorn
 
     servers = []
 

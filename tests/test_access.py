@@ -6,10 +6,10 @@ import logging
 import pytest
 from click.testing import CliRunner
 
-import access
-from access import OPEN_ENDPOINTS
 from app import create_app
-from payloads import event
+from capgo_stats.web import access
+from capgo_stats.web.access import OPEN_ROUTES
+from support.payloads import event
 
 TOKEN = "r3ad-t0ken"
 
@@ -102,7 +102,7 @@ def test_every_route_but_the_open_ones_needs_the_read_token(locked):
     client = locked.test_client()
     checked = 0
     for rule in locked.url_map.iter_rules():
-        if rule.endpoint in OPEN_ENDPOINTS:
+        if rule.rule in OPEN_ROUTES:
             continue
         path = rule.build({arg: "x" for arg in rule.arguments}, append_unknown=False)[1]
         for method in sorted(rule.methods - {"OPTIONS"}):

@@ -6,7 +6,8 @@ import sqlite3
 import pytest
 
 from app import create_app
-from payloads import event
+from capgo_stats.settings import SettingError
+from support.payloads import event
 
 
 def test_create_app_reads_settings_from_stats_environment_variables(tmp_path, monkeypatch):
@@ -22,7 +23,7 @@ def test_create_app_reads_settings_from_stats_environment_variables(tmp_path, mo
 
 def test_a_setting_that_is_not_a_number_stops_the_app_with_a_clear_message(monkeypatch):
     monkeypatch.setenv("STATS_MAX_BODY", "4MB")
-    with pytest.raises(RuntimeError, match="STATS_MAX_BODY must be a whole number"):
+    with pytest.raises(SettingError, match="STATS_MAX_BODY must be a whole number"):
         create_app()
 
 
@@ -34,7 +35,7 @@ def test_the_default_database_is_stats_db_in_the_working_directory(tmp_path, mon
 
 
 def test_the_database_is_created_on_first_use_with_its_schema_version(app):
-    from store import SCHEMA_VERSION
+    from capgo_stats.store.sqlite_migrations import SCHEMA_VERSION
 
     store = app.extensions["store"]
     assert store.query("PRAGMA user_version") == [{"user_version": SCHEMA_VERSION}]
@@ -42,7 +43,7 @@ def test_the_database_is_created_on_first_use_with_its_schema_version(app):
 
 
 def test_schema_sql_applied_twice_does_no_harm(app, client):
-    from store import SCHEMA
+    from capgo_stats.store.sqlite_migrations import SCHEMA
 
     client.post("/stats", json=event())
     store = app.extensions["store"]
@@ -107,6 +108,7 @@ def _send_events(db_path: str, worker: int, n: int, results) -> None:
     results.put(statuses)
 
 
+@pytest.mark.slow
 def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     db = str(tmp_path / "multi.db")
     create_app({"STATS_DB": db})

@@ -4,7 +4,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tools import require
+import pytest
+
+from support.tools import require
+
+# wrk against real gunicorn servers: the benchmark at smoke size.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from payloads import event
+from support.payloads import event
 
-README = Path(__file__).parents[1] / "README.md"
+COMMANDS = Path(__file__).parents[1] / "docs" / "commands.md"
 
 
 def registered_commands(app):
@@ -21,7 +21,7 @@ def registered_commands(app):
 def test_every_command_is_documented_in_the_readme(app):
     commands = registered_commands(app)
     assert {"init-db", "export", "counts"} <= set(commands)
-    documented = set(re.findall(r"^\| `flask ([a-z-]+)", README.read_text(), re.MULTILINE))
+    documented = set(re.findall(r"^\| `flask ([a-z-]+)", COMMANDS.read_text(), re.MULTILINE))
     assert sorted(set(commands) - documented) == []
 
 

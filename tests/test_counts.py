@@ -5,7 +5,7 @@ from datetime import UTC
 
 import pytest
 
-from payloads import event
+from support.payloads import event
 
 DAY = 86_400_000
 T0 = 1_780_000_000_000  # 2026-05-28T20:26:40Z

@@ -1,24 +1,18 @@
 """The dashboard at /: escaping, the app picker, definitions, and links that tell the truth."""
 
-import json
 import re
 from html import unescape
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import events
-import reports
-from browser import Page
-from payloads import event
+from capgo_stats import protocol, reports
+from support.browser import Page
+from support.client import post_ok
+from support.payloads import event
 
-NOW = events.now_ms()
+NOW = protocol.now_ms()
 HOUR = 3_600_000
-README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-def post(client, batch):
-    response = client.post("/stats", data=json.dumps(batch))
-    assert response.status_code == 200, response.json
+FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures.md"
 
 
 def page(client, url="/"):
@@ -36,7 +30,7 @@ def test_an_empty_database_shows_how_to_get_data(client):
 
 def test_everything_a_device_sent_is_escaped_on_the_page(app, client):
     script = "<script>alert(1)</script>"
-    post(
+    post_ok(
         client,
         [
             event(app_id="com.x", version_name=script, action="set", timestamp=NOW - 2),
@@ -46,8 +40,8 @@ def test_everything_a_device_sent_is_escaped_on_the_page(app, client):
     )  # fmt: skip
     client.post("/stats", json=event(app_id="com.x", action="<b>fly</b>"))
     # Ingest refuses such an app id now; a database from before that rule may still hold one.
-    row = list(events.validate(event(timestamp=NOW - 3), events.KNOWN_ACTIONS, NOW))
-    row[events.COLUMNS.index("app_id")] = script
+    row = list(protocol.validate(event(timestamp=NOW - 3), protocol.KNOWN_ACTIONS, NOW))
+    row[protocol.COLUMNS.index("app_id")] = script
     app.extensions["store"].write([tuple(row)], [], NOW)
     html = page(client, "/?app_id=com.x")
     assert "<script>" not in html and "<b>" not in html
@@ -62,7 +56,7 @@ def test_everything_a_device_sent_is_escaped_on_the_page(app, client):
 
 
 def test_the_app_picker_lists_every_app_and_opens_the_newest(client):
-    post(
+    post_ok(
         client,
         [
             event(app_id="com.old", timestamp=NOW - 5 * HOUR),
@@ -81,9 +75,9 @@ def normalized(text):
 
 
 def test_every_figure_definition_is_on_the_page_and_in_the_readme(client):
-    post(client, [event(timestamp=NOW - 1)])
+    post_ok(client, [event(timestamp=NOW - 1)])
     html = normalized(unescape(page(client)))
-    readme = normalized(README.read_text())
+    readme = normalized(FIGURES.read_text())
     for name, definition in reports.DEFINITIONS.items():
         assert normalized(definition) in html, name
         assert normalized(definition) in readme, name
@@ -100,7 +94,7 @@ def links_of(html):
 
 
 def test_every_number_on_the_page_links_to_what_it_counts(client):
-    post(
+    post_ok(
         client,
         [
             event(action="set", version_name="1.0.0", old_version_name="builtin",

@@ -4,10 +4,13 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-import example
+import pytest
+
 from app import create_app
-from browser import ARTIFACTS, Page, dump_dom, screenshot, serving
-from store import SCHEMA_VERSION, Store
+from capgo_stats import example
+from capgo_stats.store import SQLiteStore as Store
+from capgo_stats.store.sqlite_migrations import SCHEMA_VERSION
+from support.browser import ARTIFACTS, Page, dump_dom, screenshot, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "stats.db.example"
@@ -53,6 +56,7 @@ def test_the_example_database_ships_in_rollback_journal_mode_and_small():
     assert EXAMPLE.stat().st_size < 6 * 1024 * 1024
 
 
+@pytest.mark.slow
 def test_make_example_writes_the_same_bytes_every_run_and_the_committed_rows(runner, tmp_path):
     first, second = tmp_path / "first.db", tmp_path / "second.db"
     result = runner.invoke(args=["make-example", "--out", str(first)])
@@ -94,6 +98,7 @@ def png_width(path):
     return int.from_bytes(path.read_bytes()[16:20], "big")
 
 
+@pytest.mark.slow
 def test_the_dashboard_on_the_example_renders_in_chromium_with_the_right_numbers(tmp_path):
     app = example_app(tmp_path)
     profile = tmp_path / "profile"

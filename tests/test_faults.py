@@ -1,6 +1,5 @@
 """Faults of the database: each answered 503 JSON, logged once, and gone without a restart."""
 
-import json
 import logging
 import os
 import shutil
@@ -13,14 +12,10 @@ from pathlib import Path
 import pytest
 
 from app import create_app
-from payloads import event
+from support.client import post
+from support.payloads import event
 
 NOBODY = 65534  # the unprivileged user and group of most Linux systems
-
-
-def post(client, body):
-    """POST a JSON body to /stats."""
-    return client.post("/stats", data=json.dumps(body))
 
 
 def stored_count(app) -> int:

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import events
 from app import create_app
-from payloads import BATCH_IOS_8, event
+from capgo_stats import protocol
+from support.payloads import BATCH_IOS_8, event
 
 # Bounded: this file runs in a few seconds. Function-scoped fixtures are fine here, since each
 # example only compares the database before and after its own request.
@@ -77,7 +77,7 @@ def check_answer(response, body) -> int:
 
 def assert_valid_row(row: dict) -> None:
     """A stored row holds only what validation admits."""
-    assert row["action"] in events.KNOWN_ACTIONS
+    assert row["action"] in protocol.KNOWN_ACTIONS
     for name, limit in (("app_id", 255), ("device_id", 128), ("action", 64)):
         assert isinstance(row[name], str) and 0 < len(row[name]) <= limit * 3
         assert row[name].encode()  # valid Unicode, no lone surrogates
@@ -284,6 +284,7 @@ def test_a_multipart_upload_is_a_400_json_error(client, rows):
     assert rows() == []
 
 
+@pytest.mark.slow
 def test_the_known_nasties_over_a_real_socket_get_no_5xx_and_no_reset(serve):
     server = serve(workers=1)
     for name, data in NASTIES:

@@ -6,7 +6,9 @@ import time
 
 import pytest
 
-from payloads import (
+from capgo_stats import protocol
+from support.client import post
+from support.payloads import (
     BATCH_IOS_8,
     REMOVE,
     SINGLE_ANDROID_7,
@@ -14,12 +16,6 @@ from payloads import (
     SINGLE_IOS_4,
     event,
 )
-
-
-def post(client, body, **kw):
-    """POST a body (any JSON value, or raw bytes) to /stats."""
-    data = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
-    return client.post("/stats", data=data, **kw)
 
 
 def test_a_single_event_from_plugin_7_is_stored_and_answered_ok(client, rows):
@@ -199,9 +195,8 @@ def test_a_non_semver_version_build_is_stored_as_sent(client, rows):
 
 
 def test_every_known_action_is_accepted(client, rows):
-    import events
 
-    batch = [event(action=a) for a in sorted(events.KNOWN_ACTIONS)]
+    batch = [event(action=a) for a in sorted(protocol.KNOWN_ACTIONS)]
     results = post(client, batch).json["results"]
     assert all(r["status"] == "ok" for r in results)
     assert len(rows()) == 91

@@ -6,23 +6,16 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from old_schema import old_database
 
-import events
-import reports
 from app import create_app
-from payloads import event
-from store import SCHEMA_VERSION
+from capgo_stats import counting, protocol
+from capgo_stats.store.sqlite_migrations import SCHEMA_VERSION
+from support.client import post_ok
+from support.old_schema import old_database
+from support.payloads import event
 
 HOUR, DAY = 3_600_000, 86_400_000
-NOW = events.now_ms()
-
-
-def post(client, batch):
-    response = client.post("/stats", data=json.dumps(batch))
-    assert response.status_code == 200, response.json
-    assert all(r["status"] == "ok" for r in response.json["results"]), response.json
-    return response
+NOW = protocol.now_ms()
 
 
 def iso(ms):
@@ -42,7 +35,7 @@ def expected_from_raw(raw, since, until):
     found = {}
 
     def add(version, index):
-        found.setdefault(reports.version_group(version), [0, 0, 0])[index] += 1
+        found.setdefault(counting.version_group(version), [0, 0, 0])[index] += 1
 
     for e in raw:
         if (since is not None and e["at"] < since) or (until is not None and e["at"] >= until):
@@ -54,7 +47,7 @@ def expected_from_raw(raw, since, until):
             old = (e["old_version_name"] or "").split(":")[0]
             if old and old != e["bundle"]:
                 add(old, 1)
-        if reports.counts_as_failure(e["action"], e["plugin_version"], e["platform"]):
+        if counting.counts_as_failure(e["action"], e["plugin_version"], e["platform"]):
             add(e["bundle"], 2)
     return {version: tuple(n) for version, n in found.items()}
 
@@ -99,7 +92,7 @@ def test_versions_from_rollups_equal_the_raw_events_for_any_range(
                 timestamp=NOW - e["offset"] - i,
             )
         )
-    post(client, bodies)
+    post_ok(client, bodies)
     since_ms = None if since is None else NOW - since
     until_ms = None if until is None else NOW - until
     report = client.get(
@@ -143,7 +136,7 @@ def test_versions_are_exact_at_the_ragged_edges_of_a_range(client, rows, since, 
         {"action": "download_fail", "version_name": "1.0.0", "plugin_version": "8.0.0"},
         {"action": "set", "version_name": "1.0.0", "old_version_name": "builtin"},
     ]
-    post(
+    post_ok(
         client,
         [
             event(**kinds[i % len(kinds)], device_id=f"d{i % 11}", timestamp=BASE + i * 37 * MINUTE)
@@ -207,7 +200,7 @@ def test_without_app_id_the_reports_describe_the_app_with_the_newest_event(clien
     for url in ("/stats/versions", "/stats/timeline", "/stats/failures", "/stats/summary"):
         assert client.get(url).json["app_id"] is None  # no app yet: every figure is zero
     assert client.get("/stats/versions").json["devices"] == 0
-    post(client, [event(app_id="com.old", timestamp=NOW - HOUR), event(app_id="com.new")])
+    post_ok(client, [event(app_id="com.old", timestamp=NOW - HOUR), event(app_id="com.new")])
     for url in ("/stats/versions", "/stats/timeline", "/stats/failures", "/stats/summary"):
         assert client.get(url).json["app_id"] == "com.new", url
     assert client.get("/stats/versions?app_id=com.old").json["devices"] == 1
@@ -217,7 +210,7 @@ def test_without_app_id_the_reports_describe_the_app_with_the_newest_event(clien
 
 
 def test_an_hourly_timeline_has_48_zero_filled_points_and_says_why_active_devices_is_null(client):
-    post(client, [event(timestamp=NOW - 2 * HOUR), event(action="set_fail", timestamp=NOW - 1)])
+    post_ok(client, [event(timestamp=NOW - 2 * HOUR), event(action="set_fail", timestamp=NOW - 1)])
     report = client.get("/stats/timeline?app_id=com.example.app&interval=hour").json
     points = report["points"]
     assert len(points) == 48
@@ -228,7 +221,7 @@ def test_an_hourly_timeline_has_48_zero_filled_points_and_says_why_active_device
 
 
 def test_a_daily_timeline_with_a_platform_filter_has_no_active_devices(client):
-    post(client, [event(timestamp=NOW - 1, platform="ios")])
+    post_ok(client, [event(timestamp=NOW - 1, platform="ios")])
     report = client.get("/stats/timeline?app_id=com.example.app&platform=ios").json
     assert report["points"][-1]["installs"] == 1
     assert report["points"][-1]["active_devices"] is None
@@ -261,7 +254,7 @@ def test_a_timeline_whose_since_is_after_its_until_is_empty(client):
 
 
 def test_the_summary_says_how_long_ago_the_last_event_was_and_who_was_active(client):
-    post(
+    post_ok(
         client,
         [
             event(device_id="a", timestamp=NOW - 10 * 60_000),
@@ -282,15 +275,15 @@ def test_the_summary_says_how_long_ago_the_last_event_was_and_who_was_active(cli
 
 
 def test_raw_events_page_newest_first_and_new_arrivals_never_shift_the_pages(client):
-    post(client, [event(device_id=f"d{i}", timestamp=NOW - i * 1000) for i in range(25)])
+    post_ok(client, [event(device_id=f"d{i}", timestamp=NOW - i * 1000) for i in range(25)])
     seen, cursor = [], None
     for page_number in range(10):
         url = "/stats/events?limit=10" + (f"&cursor={cursor}" if cursor else "")
         page = client.get(url).json
         seen += [e["device_id"] for e in page["events"]]
         if page_number == 0:  # arrivals while paging: one newer, one older than the cursor
-            post(client, [event(device_id="new", timestamp=NOW + 1000)])
-            post(client, [event(device_id="late", timestamp=NOW - 100 * 1000)])
+            post_ok(client, [event(device_id="new", timestamp=NOW + 1000)])
+            post_ok(client, [event(device_id="late", timestamp=NOW - 100 * 1000)])
         cursor = page["next"]
         if cursor is None:
             break
@@ -300,7 +293,7 @@ def test_raw_events_page_newest_first_and_new_arrivals_never_shift_the_pages(cli
 
 
 def test_raw_events_from_several_apps_are_merged_newest_first(client):
-    post(
+    post_ok(
         client,
         [event(app_id=("com.a", "com.b", "com.c")[i % 3], device_id=f"d{i}", timestamp=NOW - i)
          for i in range(12)],
@@ -335,7 +328,7 @@ def test_raw_events_from_several_apps_are_merged_newest_first(client):
 )
 def test_raw_events_take_every_filter(client, filters, expected):
     t = NOW - 1000
-    post(
+    post_ok(
         client,
         [
             event(action="set", version_name="1.0.0", old_version_name="builtin",
@@ -367,7 +360,7 @@ def test_failure_pages_skip_legacy_download_fail_and_still_list_every_failure(cl
             event(action="download_fail", plugin_version="6.0.0" if legacy else "8.0.0",
                   device_id=f"d{i}", timestamp=NOW - i * 1000)
         )  # fmt: skip
-    post(client, batch)
+    post_ok(client, batch)
     seen, cursor = [], None
     while True:
         page = client.get(
@@ -382,7 +375,7 @@ def test_failure_pages_skip_legacy_download_fail_and_still_list_every_failure(cl
 
 
 def test_a_raw_event_says_what_it_counts_as(client):
-    post(
+    post_ok(
         client,
         [
             event(action="set", version_name="1.1.0", old_version_name="1.0.0", timestamp=NOW - 3),
@@ -398,7 +391,7 @@ def test_a_raw_event_says_what_it_counts_as(client):
 
 
 def test_a_custom_id_finds_the_events_of_all_its_devices(client):
-    post(
+    post_ok(
         client,
         [
             event(device_id="phone", custom_id="ann@example.com", timestamp=NOW - 3),
@@ -413,7 +406,7 @@ def test_a_custom_id_finds_the_events_of_all_its_devices(client):
 
 
 def test_a_device_timeline_is_bounded_by_limit_and_pages_on(client):
-    post(client, [event(action="app_moved_to_foreground", timestamp=NOW - i) for i in range(5)])
+    post_ok(client, [event(action="app_moved_to_foreground", timestamp=NOW - i) for i in range(5)])
     device_id = event()["device_id"]
     first = client.get(f"/stats/devices/{device_id}?limit=3").json
     assert len(first["events"]) == 3 and first["next"]
@@ -422,7 +415,7 @@ def test_a_device_timeline_is_bounded_by_limit_and_pages_on(client):
 
 
 def test_the_device_list_pages_through_the_devices_that_run_a_version(client):
-    post(
+    post_ok(
         client,
         [event(device_id=f"d{i}", version_name=("1.0.0", "1.1.0")[i % 2], is_prod=i != 3,
                timestamp=NOW - i) for i in range(7)]
@@ -449,7 +442,7 @@ def test_the_device_list_pages_through_the_devices_that_run_a_version(client):
 def test_with_hashed_ids_a_device_is_found_by_the_id_it_sent(tmp_path):
     app = create_app({"STATS_DB": str(tmp_path / "h.db"), "STATS_HASH_SECRET": "s3cret"})
     client = app.test_client()
-    post(client, [event(device_id="ABC-1", custom_id="ann@example.com", timestamp=NOW - 1)])
+    post_ok(client, [event(device_id="ABC-1", custom_id="ann@example.com", timestamp=NOW - 1)])
     report = client.get("/stats/devices/Abc-1").json
     assert len(report["events"]) == 1
     assert report["device_id"] not in ("abc-1", "ABC-1")  # shown as stored: hashed
@@ -501,7 +494,7 @@ def test_a_version_2_database_gets_failure_day_filled_from_failure_hour(tmp_path
 
     migrated = create_app({"STATS_DB": str(old_path)})
     fresh = create_app({"STATS_DB": str(tmp_path / "fresh.db")})
-    post(fresh.test_client(), stories)
+    post_ok(fresh.test_client(), stories)
     store = migrated.extensions["store"]
     assert store.query("PRAGMA user_version") == [{"user_version": SCHEMA_VERSION}]
     by_day = (
@@ -513,6 +506,6 @@ def test_a_version_2_database_gets_failure_day_filled_from_failure_hour(tmp_path
     for url in ("/stats/failures?app_id=com.example.app", "/stats/versions?app_id=com.example.app"):
         assert migrated.test_client().get(url).json == fresh.test_client().get(url).json
     # the trigger now fills failure_day for new events too, and migrating again changes nothing
-    post(migrated.test_client(), [event(action="set_fail", timestamp=NOW)])
+    post_ok(migrated.test_client(), [event(action="set_fail", timestamp=NOW)])
     create_app({"STATS_DB": str(old_path)})
     assert store.query("SELECT sum(count) AS n FROM failure_day") == [{"n": 46}]

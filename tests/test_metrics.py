@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from app import create_app
-from payloads import event
-from store import SCHEMA_VERSION
+from capgo_stats.store.sqlite_migrations import SCHEMA_VERSION
+from support.payloads import event
 
 # One sample line of the text exposition format: name, optional labels, value.
 LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\\\|\\"|\\n)*"'

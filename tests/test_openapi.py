@@ -7,8 +7,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-import events
-from app import OPENAPI, create_app
+from app import create_app
+from capgo_stats import protocol
+from capgo_stats.web.ops import OPENAPI
 
 DOCUMENT = json.loads(OPENAPI.read_text())
 IGNORED_METHODS = {"HEAD", "OPTIONS"}  # Werkzeug answers these for every route by itself
@@ -62,18 +63,18 @@ def test_openapi_json_is_served_as_kept_in_the_repository(client):
 
 def test_the_documented_actions_are_the_known_actions():
     documented = DOCUMENT["components"]["schemas"]["Event"]["properties"]["action"]["enum"]
-    assert sorted(documented) == sorted(events.KNOWN_ACTIONS)
+    assert sorted(documented) == sorted(protocol.KNOWN_ACTIONS)
 
 
 def test_the_documented_field_limits_are_the_enforced_limits():
     fields = DOCUMENT["components"]["schemas"]["Event"]["properties"]
-    enforced = {**events.REQUIRED, **events.OPTIONAL}
+    enforced = {**protocol.REQUIRED, **protocol.OPTIONAL}
     del enforced["action"]  # an enum: the test above
     assert {name: fields[name]["maxLength"] for name in enforced} == enforced
     metadata = fields["metadata"]
-    assert metadata["maxProperties"] == events.METADATA_MAX_KEYS
-    assert metadata["propertyNames"]["maxLength"] == events.METADATA_MAX_KEY
-    assert metadata["additionalProperties"]["maxLength"] == events.METADATA_MAX_VALUE
+    assert metadata["maxProperties"] == protocol.METADATA_MAX_KEYS
+    assert metadata["propertyNames"]["maxLength"] == protocol.METADATA_MAX_KEY
+    assert metadata["additionalProperties"]["maxLength"] == protocol.METADATA_MAX_VALUE
 
 
 schema = schemathesis.openapi.from_path(OPENAPI)
@@ -82,6 +83,7 @@ schema = schemathesis.openapi.from_path(OPENAPI)
 # One fresh database per operation, shared by its examples; a few dozen examples per operation
 # (with schemathesis' coverage phase: wrong methods, boundary and invalid values) keep the run
 # to seconds.
+@pytest.mark.slow
 @schema.parametrize()
 @settings(
     max_examples=40,
@@ -106,6 +108,7 @@ def locked(tmp_path):
     )
 
 
+@pytest.mark.slow
 @schema.parametrize()
 @settings(
     max_examples=10,

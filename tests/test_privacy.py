@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from app import create_app, stored_id
-from payloads import BATCH_IOS_8, event
+from app import create_app
+from capgo_stats.web.context import stored_id
+from support.payloads import BATCH_IOS_8, event
 
 SECRET = "pepper-0f-the-operator"
 DEVICE = "3F2504E0-4F89-41D3-9A0C-0305E82C3301"

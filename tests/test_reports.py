@@ -2,8 +2,9 @@
 
 import pytest
 
-import charts
-import reports
+from capgo_stats import counting, reports
+from capgo_stats.errors import ApiError
+from capgo_stats.render import charts
 
 
 @pytest.mark.parametrize(
@@ -31,7 +32,7 @@ import reports
     ],
 )
 def test_a_plugin_version_is_parsed_into_comparable_parts_or_none(text, parsed):
-    assert reports.parse_version(text) == parsed
+    assert counting.parse_version(text) == parsed
 
 
 @pytest.mark.parametrize(
@@ -59,7 +60,7 @@ def test_a_plugin_version_is_parsed_into_comparable_parts_or_none(text, parsed):
 def test_download_fail_from_plugins_before_7_17_or_6_14_25_is_legacy(
     plugin_version, platform, legacy
 ):
-    assert reports.download_fail_is_legacy(plugin_version, platform) is legacy
+    assert counting.download_fail_is_legacy(plugin_version, platform) is legacy
 
 
 @pytest.mark.parametrize(
@@ -78,7 +79,7 @@ def test_download_fail_from_plugins_before_7_17_or_6_14_25_is_legacy(
 def test_a_failure_is_any_action_ending_in_fail_but_a_legacy_download_fail(
     action, plugin_version, counts
 ):
-    assert reports.counts_as_failure(action, plugin_version, "android") is counts
+    assert counting.counts_as_failure(action, plugin_version, "android") is counts
 
 
 @pytest.mark.parametrize(
@@ -87,7 +88,7 @@ def test_a_failure_is_any_action_ending_in_fail_but_a_legacy_download_fail(
      (None, "unknown")],
 )  # fmt: skip
 def test_builtin_and_unknown_are_not_bundles(bundle, group):
-    assert reports.version_group(bundle) == group
+    assert counting.version_group(bundle) == group
 
 
 @pytest.mark.parametrize(
@@ -107,10 +108,10 @@ def test_a_cursor_carries_its_event_position():
 @pytest.mark.parametrize(
     "cursor", ["abc", "1", "1.2.3", "1.x", " 1.2", "99999999999999999999.1", "1.-2", "١.٢"]
 )
-def test_a_cursor_that_is_not_ours_is_a_report_error(cursor):
-    with pytest.raises(reports.ReportError) as error:
+def test_a_cursor_that_is_not_ours_is_an_api_error(cursor):
+    with pytest.raises(ApiError) as error:
         reports.decode_cursor(cursor)
-    assert (error.value.status, error.value.code) == (400, "invalid_cursor")
+    assert (error.value.status, error.value.error) == (400, "invalid_cursor")
 
 
 @pytest.mark.parametrize(

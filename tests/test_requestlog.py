@@ -7,9 +7,10 @@ import sqlite3
 
 import pytest
 
-import requestlog
 from app import create_app
-from payloads import event
+from capgo_stats.settings import SettingError
+from capgo_stats.web import requestlog
+from support.payloads import event
 
 
 def request_lines(caplog) -> list[str]:
@@ -105,7 +106,7 @@ def test_stats_log_level_warning_silences_the_request_lines(tmp_path, caplog):
 
 
 def test_a_bad_stats_log_level_stops_the_app_from_starting_with_a_clear_message(tmp_path):
-    with pytest.raises(ValueError, match="STATS_LOG_LEVEL must be one of DEBUG, INFO"):
+    with pytest.raises(SettingError, match="STATS_LOG_LEVEL must be one of DEBUG, INFO"):
         create_app({"STATS_DB": str(tmp_path / "x.db"), "STATS_LOG_LEVEL": "loud"})
 
 

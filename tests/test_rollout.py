@@ -24,8 +24,8 @@ import json
 
 import pytest
 
-import events
-from browser import Page, dump_dom, serving
+from capgo_stats import protocol
+from support.browser import Page, dump_dom, serving
 
 NOW = 1_795_197_600_000  # 2026-11-20T18:00:00Z, frozen for the whole test
 DAY, HOUR = 86_400_000, 3_600_000
@@ -89,7 +89,7 @@ STORY = [
 @pytest.fixture
 def rollout(app, client, monkeypatch):
     """The story, posted as the plugins post it, with the clock frozen at NOW."""
-    monkeypatch.setattr(events, "now_ms", lambda: NOW)
+    monkeypatch.setattr(protocol, "now_ms", lambda: NOW)
     for body in STORY:
         if "timestamp" in body:
             response = client.post("/stats", data=json.dumps([body]))
@@ -242,6 +242,7 @@ def test_flask_gate_refuses_a_rate_that_is_not_one(rollout, runner, rate):
     assert "Invalid value for '--max-fail-rate'" in result.output
 
 
+@pytest.mark.slow
 def test_the_dashboard_in_chromium_tells_the_same_story(app, rollout, tmp_path):
     with serving(app) as base:
         page = Page(dump_dom(tmp_path / "profile", f"{base}/?app_id={APP}"))

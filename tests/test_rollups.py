@@ -1,25 +1,19 @@
 """Rollups, retention and the schema migration: reports must not depend on raw events."""
 
-import json
 import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from old_schema import old_database
 
-import events
 from app import create_app
-from payloads import event
-from store import SCHEMA_VERSION
+from capgo_stats import protocol
+from capgo_stats.store.sqlite_migrations import SCHEMA_VERSION
+from support.client import post, post_ok
+from support.old_schema import old_database
+from support.payloads import event
 
 HOUR, DAY = 3_600_000, 86_400_000
-NOW = events.now_ms()
-
-
-def post(client, batch):
-    response = client.post("/stats", data=json.dumps(batch))
-    assert response.status_code == 200, response.json
-    return response
+NOW = protocol.now_ms()
 
 
 def raw_counts(store, since=None, until=None, **eq):
@@ -68,7 +62,7 @@ def test_counts_from_rollups_equal_counts_from_raw_events_for_any_time_range(
 ):
     app = create_app({"STATS_DB": str(tmp_path_factory.mktemp("db") / "s.db")})
     client = app.test_client()
-    post(
+    post_ok(
         client,
         [
             event(app_id=a, action=act, platform=p, device_id=f"d{i}", timestamp=NOW - off)
@@ -133,7 +127,7 @@ def test_device_counts_always_equal_a_count_over_the_devices(tmp_path_factory, s
     app = create_app({"STATS_DB": str(tmp_path_factory.mktemp("db") / "s.db")})
     client, store = app.test_client(), app.extensions["store"]
     for device, action, platform, version, prod, ago in stories:  # one request each: in order
-        post(
+        post_ok(
             client,
             event(device_id=device, action=action, platform=platform, version_name=version,
                   is_prod=prod, timestamp=NOW - ago),
@@ -145,8 +139,8 @@ def test_device_counts_always_equal_a_count_over_the_devices(tmp_path_factory, s
 
 def test_duplicates_and_refused_events_never_reach_the_rollups(client, rows):
     batch = [event(timestamp=NOW - i, device_id=f"d{i}") for i in range(5)]
-    post(client, batch)
-    post(client, batch)  # resent: stored once
+    post_ok(client, batch)
+    post_ok(client, batch)  # resent: stored once
     post(client, [event(action="not_real"), event(app_id="")])
     assert rows("SELECT sum(count) AS n FROM rollup_hour") == [{"n": 5}]
     assert rows("SELECT sum(count) AS n FROM rollup_day") == [{"n": 5}]
@@ -154,7 +148,7 @@ def test_duplicates_and_refused_events_never_reach_the_rollups(client, rows):
 
 
 def test_a_device_runs_the_bundle_of_its_latest_event_that_is_not_a_failure(client, rows):
-    post(
+    post_ok(
         client,
         [
             event(action="set", version_name="1.0.0", timestamp=NOW - 50_000),
@@ -175,7 +169,7 @@ def test_a_device_runs_the_bundle_of_its_latest_event_that_is_not_a_failure(clie
 
 
 def test_a_set_replacing_another_bundle_counts_an_uninstall_of_the_old_one(client, rows):
-    post(
+    post_ok(
         client,
         [
             event(action="set", version_name="1.1.0", old_version_name="1.0.0"),
@@ -198,7 +192,7 @@ def seed_history(client):
         )
         for i in range(140)
     ]
-    post(client, batch)
+    post_ok(client, batch)
 
 
 def report_views(client):
@@ -263,7 +257,7 @@ def test_a_version_1_database_is_migrated_with_its_rollups_backfilled(tmp_path):
         app_id="com.a", action="set", device_id="D0", version_name="1.0.0",
         old_version_name="1.0.0", timestamp=NOW,
     )  # fmt: skip
-    post(client, [resend])
+    post_ok(client, [resend])
     assert store.query("SELECT count(*) AS n FROM event") == [{"n": 60}]
     # and migrating again is a no-op
     create_app({"STATS_DB": str(path)})
@@ -296,7 +290,7 @@ def test_a_version_3_database_gets_its_device_counts_filled_from_the_devices(tmp
 
     migrated = create_app({"STATS_DB": str(path)})
     fresh = create_app({"STATS_DB": str(tmp_path / "fresh.db")})
-    post(fresh.test_client(), stories)
+    post_ok(fresh.test_client(), stories)
     store = migrated.extensions["store"]
     assert store.query("PRAGMA user_version") == [{"user_version": SCHEMA_VERSION}]
     assert device_counts(store) == (store.query(DEVICES_BY_BUNDLE), store.query(DEVICES_BY_HOUR))

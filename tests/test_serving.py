@@ -13,8 +13,12 @@ from types import SimpleNamespace
 import pytest
 
 from bench.load import Load
-from live import ROOT
-from payloads import event
+from capgo_stats import protocol
+from support.live import ROOT
+from support.payloads import event
+
+# Real gunicorn servers, sockets and kill -9.
+pytestmark = pytest.mark.slow
 
 
 def stored(db, sql, params=()):
@@ -157,14 +161,13 @@ def test_gunicorn_on_loopback_starts_without_the_warning(serve):
 
 def _seed_events(db, n: int) -> None:
     """Store n valid events straight through the store, as the ingest route would."""
-    import events
-    from store import Store
+    from capgo_stats.store import SQLiteStore as Store
 
-    store, now = Store(str(db)), events.now_ms()
+    store, now = Store(str(db)), protocol.now_ms()
     store.ensure_schema()
-    actions = events.allowed_actions("")
+    actions = protocol.allowed_actions("")
     rows = [
-        events.validate(event(device_id=f"device-{i}", timestamp=now - i), actions, now)
+        protocol.validate(event(device_id=f"device-{i}", timestamp=now - i), actions, now)
         for i in range(n)
     ]
     for start in range(0, n, 5000):

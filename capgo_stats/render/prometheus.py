@@ -1,4 +1,4 @@
-"""GET /metrics: the store's numbers in the Prometheus text exposition format (version 0.0.4).
+"""GET /metrics as text: the Prometheus text exposition format (version 0.0.4).
 
 Written by hand: the format is a few lines of text. No label ever holds a device id.
 """

@@ -1,7 +1,7 @@
 """The stats protocol of @capgo/capacitor-updater: which events we take and how we store them.
 
-Pure functions over plain dicts: no Flask, no SQL. See PROTOCOL.md (shared) and the README's
-"Events" section for the contract and the length limits written here.
+Pure functions over plain dicts: no Flask, no SQL. The contract is the plugin's (docs/api.md,
+"POST /stats", sums it up with the length limits written here).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import re
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from capgo_stats.errors import ApiError
 
 DOWNLOAD_STEPS = tuple(f"download_{n}" for n in range(0, 100, 10))
 
@@ -97,18 +99,10 @@ COLUMNS = (
 class Refusal:
     """Why one event (or a whole body) was not stored: a stable code and a human message."""
 
-    code: str
+    error: str
     message: str
     app_id: str = ""
     action: str = ""
-
-
-class BodyError(ValueError):
-    """The request body as a whole cannot be read as events."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code, self.message = code, message
 
 
 def _reject_constant(name: str) -> None:
@@ -117,24 +111,27 @@ def _reject_constant(name: str) -> None:
 
 
 def parse_body(data: bytes) -> tuple[list[Any], bool]:
-    """Parse a request body into (items, is_batch); raise BodyError when it is not usable."""
+    """Parse a request body into (items, is_batch); a 400 ApiError when it is not usable."""
     if not data.strip():
-        raise BodyError("invalid_json", "The body is empty: send one event object or an array.")
+        raise ApiError(400, "invalid_json", "The body is empty: send one event object or an array.")
     try:
         body = json.loads(data, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as e:
         # UnicodeDecodeError and JSONDecodeError are ValueErrors.
-        raise BodyError("invalid_json", f"The body is not valid UTF-8 JSON: {_short(e)}") from None
+        raise ApiError(
+            400, "invalid_json", f"The body is not valid UTF-8 JSON: {_short(e)}"
+        ) from None
     if isinstance(body, dict):
         return [body], False
     if isinstance(body, list):
         if len(body) > MAX_BATCH:
-            raise BodyError(
+            raise ApiError(
+                400,
                 "too_many_events",
                 f"The array holds {len(body)} events; send at most {MAX_BATCH} per request.",
             )
         return body, True
-    raise BodyError("invalid_body", "The body must be a JSON object (one event) or an array.")
+    raise ApiError(400, "invalid_body", "The body must be a JSON object (one event) or an array.")
 
 
 def _short(e: Exception) -> str:

@@ -1,6 +1,6 @@
 """The event export, format 1: CSV or NDJSON, streamed a batch at a time.
 
-Shared by `flask export` and GET /stats/events.csv. The columns are listed in README.md
+Shared by `flask export` and GET /stats/events.csv. The columns are listed in docs/api.md
 ("Export format"); a change to them is a new FORMAT_VERSION.
 """
 
@@ -14,7 +14,8 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from store import Store
+from capgo_stats.filters import Filters
+from capgo_stats.store import Store
 
 FORMAT_VERSION = 1
 FORMATS = ("csv", "ndjson")
@@ -95,7 +96,7 @@ def ndjson_chunks(batches: Iterable[list[tuple]]) -> Iterator[str]:
         )
 
 
-def chunks(store: Store, filters: dict, fmt: str) -> Iterator[str]:
+def chunks(store: Store, filters: Filters, fmt: str) -> Iterator[str]:
     """The export of the events matching filters, as text chunks in constant memory.
 
     The query runs before this returns, so a database error is raised here, not halfway

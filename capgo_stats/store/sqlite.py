@@ -1,6 +1,6 @@
-"""The SQLite store: the only module that speaks SQL.
+"""The SQLite store: the one implementation of store.base.Store today.
 
-One Store per app. Connections are pooled per process (opening one per request costs more than
+One store per app. Connections are pooled per process (opening one per request costs more than
 the insert itself); every write is one BEGIN IMMEDIATE transaction, committed before we answer.
 """
 
@@ -13,13 +13,27 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, TypeVar
 
-from events import COLUMNS, DAY_MS, HOUR_MS, Refusal
-
-SCHEMA = Path(__file__).with_name("schema.sql")
-SCHEMA_VERSION = 4
+from capgo_stats.filters import Filters
+from capgo_stats.protocol import COLUMNS, DAY_MS, HOUR_MS, Refusal
+from capgo_stats.store import sqlite_migrations as migrations
+from capgo_stats.store.base import Store, StoreUnavailable, day_of
+from capgo_stats.store.segments import (
+    TIME_COLUMN,
+    UNIT_MS,
+    failure_segments,
+    time_segments,
+    uninstall_segments,
+)
+from capgo_stats.store.sql import (
+    FAILURE,
+    OLD_BUNDLE,
+    device_where,
+    event_where,
+    marks,
+    segment_where,
+)
 
 log = logging.getLogger("capgo_stats.store")
 T = TypeVar("T")
@@ -34,16 +48,7 @@ TALLY_REFUSAL = (
 )
 
 
-class StoreUnavailable(Exception):
-    """The database cannot take the write now (locked, full, read-only or missing)."""
-
-
-def day_of(ms: int) -> str:
-    """The UTC calendar day of an epoch-milliseconds time, as YYYY-MM-DD."""
-    return time.strftime("%Y-%m-%d", time.gmtime(ms // 1000))
-
-
-class Store:
+class SQLiteStore(Store):
     """A SQLite database file with its connection pool and queries."""
 
     def __init__(
@@ -160,24 +165,14 @@ class Store:
     # -- schema ------------------------------------------------------------------------------
 
     def ensure_schema(self) -> None:
-        """Create the database when new, or migrate it to SCHEMA_VERSION; once per process."""
+        """Create the database when new, or migrate it to the current schema; once per process."""
         conn = self._connect(create=True)
         try:
-            if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            if migrations.version(conn) >= migrations.SCHEMA_VERSION:
                 return
             conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see it
             try:
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version == 1:
-                    log.warning("migrating %s to schema %d (rollups)", self.path, SCHEMA_VERSION)
-                    _migrate_1_to_2(conn)  # replays every event: lands on the latest schema
-                elif version in (2, 3):
-                    log.warning("migrating %s to schema %d", self.path, SCHEMA_VERSION)
-                    if version == 2:
-                        _migrate_2_to_3(conn)
-                    _migrate_3_to_4(conn)
-                elif version < SCHEMA_VERSION:
-                    _run_script(conn, SCHEMA.read_text())
+                migrations.migrate(conn, self.path)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -198,7 +193,7 @@ class Store:
                 conn.execute(f'DROP {kind.upper()} IF EXISTS "{name}"')
             conn.execute("PRAGMA user_version = 0")
             conn.execute("COMMIT")
-            conn.executescript(SCHEMA.read_text())
+            conn.executescript(migrations.SCHEMA.read_text())
         finally:
             conn.close()
         self._drop_pool()
@@ -209,7 +204,7 @@ class Store:
         """Store events and tally refusals in one transaction; StoreUnavailable if we cannot."""
         tally: dict[tuple[str, str, str], int] = {}
         for r in refusals:
-            key = (r.app_id, r.code, r.action)
+            key = (r.app_id, r.error, r.action)
             tally[key] = tally.get(key, 0) + 1
         try:
             with self.transaction() as conn:
@@ -278,10 +273,10 @@ class Store:
                 lambda: [dict(row) for row in conn.execute(sql, tuple(params))]
             )
 
-    def counts(self, filters: dict) -> list[dict]:
+    def counts(self, filters: Filters) -> list[dict]:
         """Event counts grouped by app and action, biggest first (from the rollups)."""
         totals: dict[tuple[str, str], int] = {}
-        for table, lo, hi in time_segments(filters.get("since"), filters.get("until")):
+        for table, lo, hi in time_segments(filters.since, filters.until):
             where, params = segment_where(table, filters, lo, hi)
             count = "count(*)" if table == "event" else "sum(count)"
             for row in self.query(
@@ -298,14 +293,14 @@ class Store:
     # Each reads rollups over the pieces time_segments() gives; raw events only for the ragged
     # edges of a range and for the drill-down lists (events_page).
 
-    def totals(self, filters: dict, prod_only: bool) -> list[dict]:
+    def totals(self, filters: Filters, prod_only: bool) -> list[dict]:
         """Events per (bundle, action) over [since, until), with their first and last time.
 
         `first`/`last` are epoch ms: the start of the first and last day or hour that held such
         an event (exact where a ragged edge came from raw events).
         """
         found: dict[tuple[str, str], dict] = {}
-        for table, lo, hi in time_segments(filters.get("since"), filters.get("until")):
+        for table, lo, hi in time_segments(filters.since, filters.until):
             where, params = segment_where(table, filters, lo, hi, prod_only)
             column, unit = TIME_COLUMN[table], UNIT_MS[table]
             count = "count(*)" if table == "event" else "sum(count)"
@@ -325,14 +320,14 @@ class Store:
                     found[key].update(first=first, last=last)
         return list(found.values())
 
-    def failure_totals(self, filters: dict, prod_only: bool) -> list[dict]:
+    def failure_totals(self, filters: Filters, prod_only: bool) -> list[dict]:
         """Failure events (action ending in _fail) over [since, until), by every breakdown.
 
         Grouped by action, bundle, platform, plugin_version and version_os ('' when not sent),
         so reports.py can leave out legacy download_fail before adding up.
         """
         found: dict[tuple, int] = {}
-        for table, lo, hi in failure_segments(filters.get("since"), filters.get("until")):
+        for table, lo, hi in failure_segments(filters.since, filters.until):
             where, params = segment_where(table, filters, lo, hi, prod_only)
             if table == "event":
                 where += f" AND {FAILURE}"
@@ -347,10 +342,10 @@ class Store:
         names = ("action", "bundle", "platform", "plugin_version", "version_os")
         return [{**dict(zip(names, key, strict=True)), "n": n} for key, n in found.items()]
 
-    def uninstall_totals(self, filters: dict, prod_only: bool) -> dict[str, int]:
+    def uninstall_totals(self, filters: Filters, prod_only: bool) -> dict[str, int]:
         """Uninstalls per replaced bundle over [since, until) (uninstall_day, raw edges)."""
         found: dict[str, int] = {}
-        for table, lo, hi in uninstall_segments(filters.get("since"), filters.get("until")):
+        for table, lo, hi in uninstall_segments(filters.since, filters.until):
             where, params = segment_where(table, filters, lo, hi, prod_only)
             if table == "event":
                 sql = (
@@ -364,7 +359,7 @@ class Store:
                 found[row["bundle"]] = found.get(row["bundle"], 0) + row["n"]
         return found
 
-    def device_bundles(self, filters: dict, prod_only: bool) -> dict[str | None, int]:
+    def device_bundles(self, filters: Filters, prod_only: bool) -> dict[str | None, int]:
         """How many devices currently run each bundle (None: no bundle reported yet)."""
         where, params = device_where(filters, prod_only)
         rows = self._rows(
@@ -374,7 +369,7 @@ class Store:
         )
         return dict(rows)
 
-    def active_since(self, filters: dict, prod_only: bool, since: list[int]) -> list[int]:
+    def active_since(self, filters: Filters, prod_only: bool, since: list[int]) -> list[int]:
         """For each hour in `since` (ms, whole hours), how many devices were last seen in it
         or later."""
         where, params = device_where(filters, prod_only)
@@ -411,7 +406,7 @@ class Store:
             apps.append(row[0][0])
 
     def series(
-        self, filters: dict, interval: str, lo: int, hi: int, prod_only: bool, actions: list[str]
+        self, filters: Filters, interval: str, lo: int, hi: int, prod_only: bool, actions: list[str]
     ) -> list[dict]:
         """Counts per (bucket, action, bundle) of whole days or hours lo..hi-1 of some actions."""
         table = {"day": "rollup_day", "hour": "rollup_hour"}[interval]
@@ -423,7 +418,7 @@ class Store:
         )
 
     def failure_series(
-        self, filters: dict, interval: str, lo: int, hi: int, prod_only: bool
+        self, filters: Filters, interval: str, lo: int, hi: int, prod_only: bool
     ) -> list[dict]:
         """Failure counts per (bucket, action, platform, plugin_version), days or hours lo..hi-1."""
         table = {"day": "failure_day", "hour": "failure_hour"}[interval]
@@ -444,7 +439,7 @@ class Store:
         )
         return dict(rows)
 
-    def refusals(self, filters: dict, app_ids: list[str] | None) -> list[dict]:
+    def refusals(self, filters: Filters, app_ids: list[str] | None) -> list[dict]:
         """Refused-event tallies per (day, app, reason, action), newest day first.
 
         `since`/`until` are epoch ms; a day is kept when any part of it is in the range.
@@ -453,36 +448,40 @@ class Store:
         if app_ids is not None:
             clauses.append(f"app_id IN ({marks(app_ids)})")
             params += app_ids
-        if filters.get("action") is not None:
+        if filters.action is not None:
             clauses.append("action = ?")
-            params.append(filters["action"])
-        if filters.get("since") is not None:
+            params.append(filters.action)
+        if filters.since is not None:
             clauses.append("day >= ?")
-            params.append(day_of(filters["since"]))
-        if filters.get("until") is not None:
+            params.append(day_of(filters.since))
+        if filters.until is not None:
             clauses.append("day <= ?")
-            params.append(day_of(filters["until"] - 1))
+            params.append(day_of(filters.until - 1))
         return self.query(
             f"SELECT day, app_id, reason, action, count FROM refusal WHERE {' AND '.join(clauses)}"
             " ORDER BY day DESC, count DESC, app_id, reason, action",
             params,
         )
 
-    def events_page(self, filters: dict, limit: int, after: tuple[int, int] | None) -> list[dict]:
+    def events_page(
+        self, filters: Filters, limit: int, after: tuple[int, int] | None
+    ) -> list[dict]:
         """Raw events matching `filters`, newest first (by at, then id), after a cursor.
 
         Without an app, device or custom id to follow an index, each app is read on its own
         index and the pages are merged, so the list never sorts the whole table.
         """
-        if any(filters.get(k) is not None for k in ("app_id", "device_id", "custom_id")):
+        if any(getattr(filters, k) is not None for k in ("app_id", "device_id", "custom_id")):
             return self._events_page(filters, limit, after)
         merged = []
         for app_id in self.app_ids():
-            merged += self._events_page({**filters, "app_id": app_id}, limit, after)
+            merged += self._events_page(filters.but(app_id=app_id), limit, after)
         merged.sort(key=lambda row: (row["at"], row["id"]), reverse=True)
         return merged[:limit]
 
-    def _events_page(self, filters: dict, limit: int, after: tuple[int, int] | None) -> list[dict]:
+    def _events_page(
+        self, filters: Filters, limit: int, after: tuple[int, int] | None
+    ) -> list[dict]:
         """One indexed page of raw events (see events_page)."""
         where, params = event_where(filters)
         if after is not None:
@@ -495,16 +494,16 @@ class Store:
             [*params, limit],
         )
 
-    def device_states(self, filters: dict) -> list[dict]:
+    def device_states(self, filters: Filters) -> list[dict]:
         """The device table's rows (latest state per app) for a device_id or a custom_id."""
-        if filters.get("device_id") is not None:
-            ids = [filters["device_id"]]
+        if filters.device_id is not None:
+            ids = [filters.device_id]
         else:
             ids = [
                 row[0]
                 for row in self._rows(
                     "SELECT DISTINCT device_id FROM event WHERE custom_id = ? LIMIT 100",
-                    (filters["custom_id"],),
+                    (filters.custom_id,),
                 )
             ]
         if not ids:
@@ -516,26 +515,26 @@ class Store:
         )
 
     def device_page(
-        self, filters: dict, prod: bool | None, limit: int, after: str | None
+        self, filters: Filters, prod: bool | None, limit: int, after: str | None
     ) -> list[dict]:
         """One app's devices (their latest state) by device id, after a device id.
 
         filters: app_id (required), platform, since/until on last_seen, and version: the bundle
         the device runs now ("unknown" also takes devices that never reported one).
         """
-        clauses, params = ["app_id = ?"], [filters["app_id"]]
-        if filters.get("platform") is not None:
+        clauses, params = ["app_id = ?"], [filters.app_id]
+        if filters.platform is not None:
             clauses.append("platform = ?")
-            params.append(filters["platform"])
+            params.append(filters.platform)
         for name, op in (("since", ">="), ("until", "<")):
-            if filters.get(name) is not None:
+            if getattr(filters, name) is not None:
                 clauses.append(f"last_seen {op} ?")
-                params.append(filters[name])
-        if filters.get("version") == "unknown":
+                params.append(getattr(filters, name))
+        if filters.version == "unknown":
             clauses.append("(bundle IS NULL OR bundle IN ('', 'unknown'))")
-        elif filters.get("version") is not None:
+        elif filters.version is not None:
             clauses.append("bundle = ?")
-            params.append(filters["version"])
+            params.append(filters.version)
         if prod is not None:
             clauses.append("prod = ?")
             params.append(int(prod))
@@ -599,7 +598,7 @@ class Store:
     # -- export, metrics and health (the ops routes and commands) -----------------------------
 
     def iter_events(
-        self, filters: dict, columns: Sequence[str], batch_size: int = 1000
+        self, filters: Filters, columns: Sequence[str], batch_size: int = 1000
     ) -> Iterator[list[tuple]]:
         """Yield the matching events by app, then oldest first, batch_size rows at a time.
 
@@ -615,16 +614,16 @@ class Store:
             conn.execute("BEGIN")
             # The first read takes the snapshot (and may have to wait); later ones never wait.
             apps = self._wait_for_lock(lambda: _app_ids(conn))
-            if filters.get("app_id"):
-                apps = [filters["app_id"]]
+            if filters.app_id:
+                apps = [filters.app_id]
             cursor = conn.cursor()
             cursor.row_factory = None  # plain tuples: the cheapest rows to format
             for app_id in apps:
                 where, params = segment_where(
                     "event",
-                    {**filters, "app_id": app_id},
-                    filters.get("since"),
-                    filters.get("until"),
+                    filters.but(app_id=app_id),
+                    filters.since,
+                    filters.until,
                 )
                 cursor.execute(select + where + " ORDER BY at, id", params)
                 while batch := cursor.fetchmany(batch_size):
@@ -632,7 +631,7 @@ class Store:
             conn.execute("COMMIT")
 
     def metrics(self) -> dict[str, Any]:
-        """The numbers of GET /metrics, from the rollups (README "Metrics" defines them)."""
+        """The numbers of GET /metrics, from the rollups (docs/api.md defines them)."""
 
         def read(conn: sqlite3.Connection) -> tuple[list, list, list]:
             conn.execute("BEGIN")  # one snapshot for the three reads
@@ -717,216 +716,3 @@ def _is_busy(e: sqlite3.OperationalError) -> bool:
 
 
 DEVICE_DAY_KEEP_MS = 367 * DAY_MS  # events.PLAUSIBLE_PAST_MS, and a day to spare
-
-
-def time_segments(since: int | None, until: int | None) -> list[tuple[str, int | None, int | None]]:
-    """Split the time range [since, until) into (table, lo, hi) pieces, coarsest table first.
-
-    Whole days come from rollup_day, whole hours from rollup_hour, and only the ragged
-    minutes at the edges from raw events, so a count is exact and still reads little.
-    lo/hi are in the table's own unit (day number, hour number, or ms); None is open.
-    """
-    if since is not None and until is not None and since >= until:
-        return []
-    d_lo = None if since is None else -(-since // DAY_MS)
-    d_hi = None if until is None else until // DAY_MS
-    if d_lo is not None and d_hi is not None and d_lo >= d_hi:
-        return _hour_segments(since, until)
-    edges = []
-    if since is not None:
-        edges += _hour_segments(since, d_lo * DAY_MS)
-    if until is not None:
-        edges += _hour_segments(d_hi * DAY_MS, until)
-    return [("rollup_day", d_lo, d_hi), *edges]
-
-
-def _hour_segments(lo_ms: int, hi_ms: int) -> list[tuple[str, int | None, int | None]]:
-    """Split a bounded range into whole hours and raw-event edges."""
-    if lo_ms >= hi_ms:
-        return []
-    h_lo, h_hi = -(-lo_ms // HOUR_MS), hi_ms // HOUR_MS
-    if h_lo >= h_hi:
-        return [("event", lo_ms, hi_ms)]
-    pieces = [("event", lo_ms, h_lo * HOUR_MS), ("rollup_hour", h_lo, h_hi)]
-    pieces.append(("event", h_hi * HOUR_MS, hi_ms))
-    return [p for p in pieces if p[0] != "event" or p[1] < p[2]]
-
-
-TIME_COLUMN = {"event": "at", "rollup_hour": "hour", "rollup_day": "day"}
-
-
-# -- insights: SQL pieces for the reads behind reports.py -----------------------------------
-
-Segment = tuple[str, int | None, int | None]  # (table, lo, hi) as time_segments() gives them
-# Size of one unit of each table's time column, in ms.
-UNIT_MS = {
-    "event": 1,
-    "rollup_hour": HOUR_MS,
-    "failure_hour": HOUR_MS,
-    "rollup_day": DAY_MS,
-    "failure_day": DAY_MS,
-    "uninstall_day": DAY_MS,
-}
-TIME_COLUMN.update({"failure_hour": "hour", "failure_day": "day", "uninstall_day": "day"})
-# The bundle a `set` replaced: old_version_name up to the first ':' ('' when not sent).
-OLD_BUNDLE = (
-    "CASE WHEN instr(old_version_name, ':') > 0"
-    " THEN substr(old_version_name, 1, instr(old_version_name, ':') - 1)"
-    " ELSE coalesce(old_version_name, '') END"
-)
-FAILURE = r"action LIKE '%\_fail' ESCAPE '\'"
-PROD_EVENT = "is_prod = 1 AND is_emulator = 0"
-
-
-def marks(values: list) -> str:
-    """One '?' per value, comma-separated, for an IN (...) list."""
-    return ", ".join("?" * len(values))
-
-
-def segment_where(
-    table: str, filters: dict, lo: int | None, hi: int | None, prod_only: bool = False
-) -> tuple[str, list]:
-    """WHERE clause and parameters, on the event table or any rollup, for the filters app_id,
-    action and platform, a time piece [lo, hi) in the table's unit, and prod events only."""
-    clauses, params = ["1 = 1"], []
-    for name in ("app_id", "action", "platform"):
-        if filters.get(name) is not None:
-            clauses.append(f"{name} = ?")
-            params.append(filters[name])
-    column = TIME_COLUMN[table]
-    if lo is not None:
-        clauses.append(f"{column} >= ?")
-        params.append(lo)
-    if hi is not None:
-        clauses.append(f"{column} < ?")
-        params.append(hi)
-    if prod_only:
-        clauses.append(PROD_EVENT if table == "event" else "prod = 1")
-    return " AND ".join(clauses), params
-
-
-def failure_segments(since: int | None, until: int | None) -> list[Segment]:
-    """time_segments() for failures: whole days from failure_day, whole hours from failure_hour."""
-    tables = {"rollup_day": "failure_day", "rollup_hour": "failure_hour", "event": "event"}
-    return [(tables[table], lo, hi) for table, lo, hi in time_segments(since, until)]
-
-
-def uninstall_segments(since: int | None, until: int | None) -> list[Segment]:
-    """time_segments() for uninstalls: whole days from uninstall_day, the rest from raw events."""
-    pieces = []
-    for table, lo, hi in time_segments(since, until):
-        if table == "rollup_day":
-            table = "uninstall_day"
-        elif table == "rollup_hour":
-            table, lo, hi = "event", _times(lo, HOUR_MS), _times(hi, HOUR_MS)
-        pieces.append((table, lo, hi))
-    return pieces
-
-
-def _times(value: int | None, factor: int) -> int | None:
-    """value * factor, keeping None (an open end) as None."""
-    return None if value is None else value * factor
-
-
-def device_where(filters: dict, prod_only: bool) -> tuple[str, list]:
-    """WHERE clause on device and its counts: the app, its platform, and prod devices only."""
-    clauses, params = ["app_id = ?"], [filters["app_id"]]
-    if filters.get("platform") is not None:
-        clauses.append("platform = ?")
-        params.append(filters["platform"])
-    if prod_only:
-        clauses.append("prod = 1")
-    return " AND ".join(clauses), params
-
-
-def event_where(filters: dict) -> tuple[str, list]:
-    """WHERE clause on raw events for every filter of GET /stats/events (see reports.py)."""
-    clauses, params = ["1 = 1"], []
-    for name in (
-        "app_id",
-        "action",
-        "platform",
-        "device_id",
-        "custom_id",
-        "plugin_version",
-        "version_os",
-    ):
-        if filters.get(name) is not None:
-            clauses.append(f"{name} = ?")
-            params.append(filters[name])
-    kind, version = filters.get("kind"), filters.get("version")
-    if kind == "install":
-        clauses.append("action = 'set'")
-    elif kind == "failure":
-        clauses.append(FAILURE)
-    elif kind == "attempt":
-        clauses.append(f"(action = 'set' OR {FAILURE})")
-    elif kind == "uninstall":
-        clauses.append(f"action = 'set' AND {OLD_BUNDLE} <> '' AND {OLD_BUNDLE} <> bundle")
-    if version is not None:
-        # for uninstalls, the version asked about is the one that was replaced
-        clauses.append(f"{OLD_BUNDLE if kind == 'uninstall' else 'bundle'} = ?")
-        params.append(version)
-    if filters.get("prod") is not None:
-        clauses.append(PROD_EVENT if filters["prod"] else f"NOT ({PROD_EVENT})")
-    if filters.get("since") is not None:
-        clauses.append("at >= ?")
-        params.append(filters["since"])
-    if filters.get("until") is not None:
-        clauses.append("at < ?")
-        params.append(filters["until"])
-    return " AND ".join(clauses), params
-
-
-def _run_script(conn: sqlite3.Connection, script: str) -> None:
-    """Execute a SQL script statement by statement inside the caller's transaction.
-
-    (executescript() would commit first, and a migration must be all or nothing.)
-    """
-    statement = ""
-    for line in script.splitlines(keepends=True):
-        statement += line
-        if sqlite3.complete_statement(statement):
-            conn.execute(statement)
-            statement = ""
-
-
-def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
-    """Add the rollups and fill them by replaying every stored event through their trigger."""
-    for index in ("event#dedupe", "event#at", "event#device_id#at"):
-        conn.execute(f'DROP INDEX IF EXISTS "{index}"')
-    conn.execute("ALTER TABLE event RENAME TO event_v1")
-    _run_script(conn, SCHEMA.read_text())
-    columns = ", ".join(("id", *COLUMNS))
-    conn.execute(f"INSERT INTO event ({columns}) SELECT {columns} FROM event_v1 ORDER BY id")
-    conn.execute("DROP TABLE event_v1")
-
-
-def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
-    """Add failure_day, filled from failure_hour (which survives prune), and its trigger line."""
-    conn.execute('DROP TRIGGER IF EXISTS "event#rollup"')  # recreated below with failure_day
-    # Early schema-2 files still have the indexes schema 2 later replaced: match schema.sql.
-    for index in ("event#dedupe", "event#device_id#at", "device#app_id#last_seen"):
-        conn.execute(f'DROP INDEX IF EXISTS "{index}"')
-    _run_script(conn, SCHEMA.read_text())
-    conn.execute(
-        "INSERT INTO failure_day"
-        " (app_id, day, action, bundle, platform, plugin_version, version_os, prod, count)"
-        " SELECT app_id, hour / 24, action, bundle, platform, plugin_version, version_os, prod,"
-        " sum(count) FROM failure_hour GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"
-    )
-
-
-def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
-    """Add the device counts, device_bundle and device_hour, filled from the device table."""
-    _run_script(conn, SCHEMA.read_text())
-    conn.execute(
-        "INSERT INTO device_bundle (app_id, platform, prod, bundle, devices)"
-        " SELECT app_id, platform, prod, coalesce(bundle, ''), count(*) FROM device"
-        " GROUP BY 1, 2, 3, 4"
-    )
-    conn.execute(
-        "INSERT INTO device_hour (app_id, hour, platform, prod, devices)"
-        " SELECT app_id, last_seen / 3600000, platform, prod, count(*) FROM device"
-        " GROUP BY 1, 2, 3, 4"
-    )

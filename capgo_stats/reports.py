@@ -1,8 +1,8 @@
-"""The counting rules: installs, failures, uninstalls, current versions, rates and timelines.
+"""The figures: versions, rates, timelines, failures, summaries, refusals and the drill-downs.
 
 Reports on top of the store's rollup reads, as plain data for the JSON API and the dashboard
-alike, so both show the same numbers. No Flask, no SQL. The rules are Capgo's (PROTOCOL.md, "How
-Capgo counts"); DEFINITIONS says each in words, on the page and in README.md's "Figures".
+alike, so both show the same numbers. No Flask, no SQL. The rules themselves are in counting.py;
+DEFINITIONS says each figure in words, on the page and in docs/figures.md.
 """
 
 from __future__ import annotations
@@ -13,9 +13,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from store import DAY_MS, HOUR_MS, Store
+from capgo_stats.counting import (
+    NOT_BUNDLES,
+    counts_as,
+    counts_as_failure,
+    version_group,
+)
+from capgo_stats.errors import ApiError
+from capgo_stats.filters import Filters
+from capgo_stats.protocol import DAY_MS, HOUR_MS
+from capgo_stats.store import Store
 
-# Shown beside each figure on the dashboard; README.md's "Figures" section repeats them word for
+# Shown beside each figure on the dashboard; docs/figures.md repeats them word for
 # word (a test checks that), so the page and the API docs cannot drift apart.
 DEFINITIONS = {
     "prod": "Only events from production builds on real devices (is_prod true, is_emulator"
@@ -50,74 +59,11 @@ DEFINITIONS = {
     " reason (the error code) and action.",
 }
 
-NOT_BUNDLES = ("builtin", "unknown")
 TIMELINE_ACTIONS = {"set": "installs", "download_complete": "downloads"}
 TIMELINE_ACTIONS["app_moved_to_foreground"] = "app_opens"
 DEFAULT_POINTS = {"day": 30, "hour": 48}
 MAX_POINTS = 400
 INTERVAL_MS = {"day": DAY_MS, "hour": HOUR_MS}
-
-
-class ReportError(ValueError):
-    """A report cannot be made from these parameters: an HTTP status, a stable code, a fix."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-# -- plugin versions and what counts as a failure ---------------------------------------------
-
-_VERSION = re.compile(
-    r"[vV]?(\d{1,9})(?:\.(\d{1,9}))?(?:\.(\d{1,9}))?(\D.*)?", re.DOTALL | re.ASCII
-)
-
-
-def parse_version(text: Any) -> tuple[int, int, int, int] | None:
-    """A plugin version as (major, minor, patch, release), or None when it is not one.
-
-    release is 0 for a pre-release ("7.17.0-beta.1", "7.17.0rc1"), which sorts before its
-    release (1); build metadata and extra parts ("+b5", ".4") are ignored.
-    """
-    if not isinstance(text, str):
-        return None
-    match = _VERSION.fullmatch(text.strip())
-    if not match:
-        return None
-    major, minor, patch, rest = match.groups()
-    rest = rest or ""
-    pre_release = rest[:1] == "-" or rest[:1].isalpha()
-    return int(major), int(minor or 0), int(patch or 0), 0 if pre_release else 1
-
-
-def download_fail_is_legacy(plugin_version: str | None, platform: str = "") -> bool:
-    """True when a download_fail comes from a plugin that sent it for "nothing to download".
-
-    Plugins before 7.17.0 did (6.x before 6.14.25). The Electron updater numbers its releases
-    apart (0.0.x) and never did. An unreadable or missing version is taken as a real failure.
-    """
-    if platform == "electron":
-        return False
-    version = parse_version(plugin_version)
-    if version is None:
-        return False
-    return version < ((6, 14, 25, 1) if version[0] == 6 else (7, 17, 0, 1))
-
-
-def counts_as_failure(action: str, plugin_version: str | None, platform: str = "") -> bool:
-    """An action ending in _fail, except a legacy download_fail (see download_fail_is_legacy)."""
-    if not action.endswith("_fail"):
-        return False
-    return not (action == "download_fail" and download_fail_is_legacy(plugin_version, platform))
-
-
-def version_group(bundle: str | None) -> str:
-    """The row a bundle is counted in: itself, or builtin / unknown, which are not bundles."""
-    if bundle == "builtin":
-        return "builtin"
-    if not bundle or bundle == "unknown":
-        return "unknown"
-    return bundle
 
 
 # -- small helpers ----------------------------------------------------------------------------
@@ -143,20 +89,20 @@ def ratio(part: int, whole: int) -> float | None:
     return round(min(max(part / whole, 0.0), 1.0), 4)
 
 
-def _window(filters: dict) -> dict:
+def _window(filters: Filters) -> dict:
     """The since/until of a report as ISO strings (None: open)."""
-    return {"since": iso(filters.get("since")), "until": iso(filters.get("until"))}
+    return {"since": iso(filters.since), "until": iso(filters.until)}
 
 
-def with_app(store: Store, filters: dict) -> dict:
+def with_app(store: Store, filters: Filters) -> Filters:
     """The filters with an app: the one asked for, else the app with the newest event.
 
     With no app at all, app_id is "", which no event has: every figure is then zero.
     """
-    if filters.get("app_id") is not None:
+    if filters.app_id is not None:
         return filters
     newest = max(apps(store), key=lambda a: a["last_event_at"] or "", default=None)
-    return {**filters, "app_id": newest["app_id"] if newest else ""}
+    return filters.but(app_id=newest["app_id"] if newest else "")
 
 
 # -- versions ---------------------------------------------------------------------------------
@@ -179,7 +125,7 @@ def _blank_row(version: str) -> dict:
 
 
 def versions(
-    store: Store, filters: dict, include_dev: bool = False, failure_rows: list | None = None
+    store: Store, filters: Filters, include_dev: bool = False, failure_rows: list | None = None
 ) -> dict:
     """One row per bundle version: devices, share, installs, uninstalls, failures, fail rate.
 
@@ -225,7 +171,7 @@ def versions(
         rows.values(), key=lambda r: (r["first_seen"] or "", r["version"]), reverse=True
     )
     return {
-        "app_id": filters["app_id"] or None,
+        "app_id": filters.app_id or None,
         "include_dev": include_dev,
         **_window(filters),
         "devices": all_devices,
@@ -254,7 +200,7 @@ def gate(
     Counts as /stats/versions does (prod devices, all time): devices reporting are the
     version's attempts, installs + failures.
     """
-    report = versions(store, {"app_id": app_id})
+    report = versions(store, Filters(app_id=app_id))
     row = next((r for r in report["versions"] if r["version"] == version), None)
     attempts = row["attempts"] if row else 0
     subject = f"{app_id} {version}"
@@ -278,7 +224,7 @@ def gate(
 
 
 def bucket_range(
-    store: Store, filters: dict, interval: str, now: int
+    store: Store, filters: Filters, interval: str, now: int
 ) -> tuple[int, int, list[str]]:
     """The buckets [lo, hi) a timeline covers, in days or hours since 1970, and notes on it.
 
@@ -287,9 +233,9 @@ def bucket_range(
     its last MAX_POINTS buckets; since after until is an empty timeline.
     """
     unit = INTERVAL_MS[interval]
-    since, until = filters.get("since"), filters.get("until")
+    since, until = filters.since, filters.until
     if until is None:
-        newest = store.newest_event(filters["app_id"])
+        newest = store.newest_event(filters.app_id)
         end = min(now, newest) if newest is not None else now
         if since is not None and since > end:
             end = since
@@ -311,11 +257,11 @@ def bucket_range(
 
 
 def timeline(
-    store: Store, filters: dict, interval: str = "day", include_dev: bool = False, now: int = 0
+    store: Store, filters: Filters, interval: str = "day", include_dev: bool = False, now: int = 0
 ) -> dict:
     """Zero-filled installs, failures, downloads, app opens and active devices per day or hour."""
     if interval not in INTERVAL_MS:
-        raise ReportError(400, "invalid_filter", '"interval" must be day or hour.')
+        raise ApiError(400, "invalid_filter", '"interval" must be day or hour.')
     filters, prod_only, unit = with_app(store, filters), not include_dev, INTERVAL_MS[interval]
     lo, hi, notes = bucket_range(store, filters, interval, now or _now())
     points = [
@@ -342,14 +288,14 @@ def timeline(
             points[row["bucket"] - lo]["failures"] += row["n"]
     if interval == "hour":
         notes.append("active_devices is null: distinct devices are kept per day, not per hour.")
-    elif filters.get("platform") is not None:
+    elif filters.platform is not None:
         notes.append("active_devices is null: distinct devices are not kept per platform.")
     else:
-        active = store.active_series(filters["app_id"], lo, hi, prod_only)
+        active = store.active_series(filters.app_id, lo, hi, prod_only)
         for bucket, point in zip(range(lo, hi), points, strict=True):
             point["active_devices"] = active.get(bucket, 0)
     return {
-        "app_id": filters["app_id"] or None,
+        "app_id": filters.app_id or None,
         "interval": interval,
         "include_dev": include_dev,
         "since": iso(lo * unit),
@@ -375,7 +321,7 @@ def _ranked(counts: dict[tuple, int], names: tuple[str, ...]) -> list[dict]:
 
 def failures(
     store: Store,
-    filters: dict,
+    filters: Filters,
     include_dev: bool = False,
     version: str | None = None,
     failure_rows: list | None = None,
@@ -402,7 +348,7 @@ def failures(
         ):
             groups[name][key] = groups[name].get(key, 0) + row["n"]
     return {
-        "app_id": filters["app_id"] or None,
+        "app_id": filters.app_id or None,
         "version": version,
         "include_dev": include_dev,
         **_window(filters),
@@ -418,16 +364,16 @@ def failures(
 # -- summary: is anything arriving ------------------------------------------------------------
 
 
-def summary(store: Store, filters: dict, include_dev: bool = False, now: int = 0) -> dict:
+def summary(store: Store, filters: Filters, include_dev: bool = False, now: int = 0) -> dict:
     """The newest event, how long ago it was, and devices active in the last 1, 7 and 30 days."""
     now, filters = now or _now(), with_app(store, filters)
-    newest = store.newest_event(filters["app_id"])
+    newest = store.newest_event(filters.app_id)
     as_of = min(now, newest) if newest is not None else now
     # Whole hours: devices are counted by the hour of their latest event (device_hour).
     windows = {f"{days}d": (as_of - days * DAY_MS) // HOUR_MS * HOUR_MS for days in (1, 7, 30)}
     active = store.active_since(filters, not include_dev, list(windows.values()))
     return {
-        "app_id": filters["app_id"] or None,
+        "app_id": filters.app_id or None,
         "include_dev": include_dev,
         "last_event_at": iso(newest),
         "minutes_since_last_event": None if newest is None else max(now - newest, 0) // 60_000,
@@ -448,21 +394,21 @@ def apps(store: Store) -> list[dict]:
 # -- refused events ---------------------------------------------------------------------------
 
 
-def rejected(store: Store, filters: dict, with_unknown_app: bool = False) -> dict:
+def rejected(store: Store, filters: Filters, with_unknown_app: bool = False) -> dict:
     """Refused events per day, app, reason and action, with totals by reason.
 
     with_unknown_app adds the refusals no app could be read from (app_id ""), for the page.
     """
     app_ids = None
-    if filters.get("app_id") is not None:
-        app_ids = [filters["app_id"], ""] if with_unknown_app else [filters["app_id"]]
+    if filters.app_id is not None:
+        app_ids = [filters.app_id, ""] if with_unknown_app else [filters.app_id]
     rows = store.refusals(filters, app_ids)
     by_reason: dict[tuple, int] = {}
     for row in rows:
         key = (row["reason"], row["action"])
         by_reason[key] = by_reason.get(key, 0) + row["count"]
     return {
-        "app_id": filters.get("app_id"),
+        "app_id": filters.app_id,
         **_window(filters),
         "refused": sum(row["count"] for row in rows),
         "by_reason_action": _ranked(by_reason, ("reason", "action")),
@@ -472,7 +418,6 @@ def rejected(store: Store, filters: dict, with_unknown_app: bool = False) -> dic
 
 # -- raw events: drill-down -------------------------------------------------------------------
 
-EVENT_KINDS = ("install", "failure", "attempt", "uninstall")
 MAX_LIMIT = 1000
 
 
@@ -485,30 +430,15 @@ def encode_cursor(at: int, event_id: int) -> str:
 
 
 def decode_cursor(cursor: str | None) -> tuple[int, int] | None:
-    """The (at, id) inside a cursor, None for none; ReportError when it is not one of ours."""
+    """The (at, id) inside a cursor, None for none; a 400 ApiError when it is not one of ours."""
     if not cursor:
         return None
     match = CURSOR.fullmatch(cursor)
     if not match:
-        raise ReportError(
+        raise ApiError(
             400, "invalid_cursor", '"cursor" must be the "next" value of an earlier page.'
         )
     return int(match.group(1)), int(match.group(2))
-
-
-def counts_as(row: dict, include_dev: bool = False) -> list[str]:
-    """The figures a raw event adds one to: install, uninstall (of old_version_name), failure."""
-    if not include_dev and (not row["is_prod"] or row["is_emulator"]):
-        return []
-    figures = []
-    if row["action"] == "set":
-        figures.append("install")
-        old = (row["old_version_name"] or "").split(":", 1)[0]
-        if old and old != row["bundle"]:
-            figures.append("uninstall")
-    if counts_as_failure(row["action"], row["plugin_version"], row["platform"]):
-        figures.append("failure")
-    return figures
 
 
 def event_view(row: dict, include_dev: bool = False) -> dict:
@@ -538,7 +468,7 @@ def _counted(row: dict, kind: str | None) -> bool:
 
 def event_list(
     store: Store,
-    filters: dict,
+    filters: Filters,
     limit: int = 100,
     cursor: str | None = None,
     include_dev: bool = False,
@@ -548,7 +478,7 @@ def event_list(
     kind=failure (and attempt) leave out legacy download_fail, so a figure's link lists exactly
     what it counts; a page skipping many of them may hold fewer than `limit` events.
     """
-    position, kind = decode_cursor(cursor), filters.get("kind")
+    position, kind = decode_cursor(cursor), filters.kind
     rows: list[dict] = []
     scanned, exhausted = 0, False
     while len(rows) <= limit and scanned < MAX_SCAN and not exhausted:
@@ -583,22 +513,22 @@ def _state(row: dict) -> dict:
 
 def device(
     store: Store,
-    filters: dict,
+    filters: Filters,
     limit: int = 100,
     cursor: str | None = None,
     include_dev: bool = False,
 ) -> dict:
     """One device's (or one custom_id's devices') events, newest first, and current state."""
-    key = "device_id" if filters.get("device_id") is not None else "custom_id"
+    key = "device_id" if filters.device_id is not None else "custom_id"
     page = event_list(store, filters, limit, cursor, include_dev)
     states = store.device_states(filters)
     if not page["events"] and not states and cursor is None:
-        raise ReportError(404, "device_not_found", f"No events are stored for this {key}.")
-    return {key: filters[key], "current": [_state(s) for s in states], **page}
+        raise ApiError(404, "device_not_found", f"No events are stored for this {key}.")
+    return {key: getattr(filters, key), "current": [_state(s) for s in states], **page}
 
 
 def device_list(
-    store: Store, filters: dict, prod: bool | None, limit: int = 100, after: str | None = None
+    store: Store, filters: Filters, prod: bool | None, limit: int = 100, after: str | None = None
 ) -> dict:
     """One app's devices and the bundle each runs now, by device id, a page at a time.
 
@@ -609,7 +539,7 @@ def device_list(
     rows = store.device_page(filters, prod, limit + 1, after)
     more, rows = len(rows) > limit, rows[:limit]
     return {
-        "app_id": filters["app_id"] or None,
+        "app_id": filters.app_id or None,
         "devices": [_state(row) for row in rows],
         "next": rows[-1]["device_id"] if more else None,
     }
@@ -618,18 +548,18 @@ def device_list(
 # -- the dashboard ----------------------------------------------------------------------------
 
 
-def dashboard(store: Store, filters: dict, include_dev: bool = False, now: int = 0) -> dict:
+def dashboard(store: Store, filters: Filters, include_dev: bool = False, now: int = 0) -> dict:
     """Everything the page shows for one app, from the same functions as the JSON API."""
     now = now or _now()
     app_list, filters = apps(store), with_app(store, filters)
     report: dict[str, Any] = {
         "apps": app_list,
-        "app_id": filters["app_id"] or None,
+        "app_id": filters.app_id or None,
         "include_dev": include_dev,
         "filters": filters,
         "definitions": DEFINITIONS,
     }
-    if not filters["app_id"]:
+    if not filters.app_id:
         return report
     failure_rows = store.failure_totals(filters, not include_dev)  # read once, used twice
     report["summary"] = summary(store, filters, include_dev, now)

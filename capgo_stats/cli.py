@@ -11,12 +11,12 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-import example
-import export
-import filters
-import reports
-from events import now_ms, stored_id
-from store import DAY_MS, StoreUnavailable, day_of
+from capgo_stats import example, filters, reports
+from capgo_stats.errors import ApiError
+from capgo_stats.filters import Filters
+from capgo_stats.protocol import DAY_MS, now_ms, stored_id
+from capgo_stats.render import export
+from capgo_stats.store import StoreUnavailable, day_of
 
 
 @click.command("init-db")
@@ -98,12 +98,12 @@ def filter_options(command: Callable) -> Callable:
     return command
 
 
-def parse_filter_options(options: dict[str, Any]) -> dict:
+def parse_filter_options(options: dict[str, Any]) -> Filters:
     """The filters of a command's options, parsed as the routes parse their query string."""
     try:
-        return filters.parse_filters(options)
-    except filters.FilterError as e:
-        flag = "--" + e.name.replace("_", "-")
+        return filters.parse(options)
+    except ApiError as e:
+        flag = "--" + (e.param or "").replace("_", "-")
         raise click.BadParameter(e.message, param_hint=f"'{flag}'") from None
 
 
@@ -128,7 +128,7 @@ def export_command(fmt: str, out: str | None, **options: Any) -> None:
     """Export the stored events, by app and oldest first, as CSV or NDJSON (format 1).
 
     Streams in constant memory, whatever the number of events. The columns are listed in
-    README.md ("Export format").
+    docs/api.md ("Export format").
 
     \b
     Examples:

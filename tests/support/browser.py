@@ -9,8 +9,9 @@ from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 
-from tools import require
 from werkzeug.serving import make_server
+
+from support.tools import require
 
 # Without the background-networking flags Chromium's own connections are refused in CI.
 FLAGS = [
@@ -24,7 +25,7 @@ FLAGS = [
     "--disable-sync",
     "--hide-scrollbars",
 ]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 
 @contextmanager

@@ -15,14 +15,16 @@ from flask import Flask, current_app, request
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Unauthorized
 
-from errors import ApiError
+from capgo_stats.errors import ApiError
 
 log = logging.getLogger("capgo_stats")
 
-# Routes anyone may call even when STATS_READ_TOKEN is set; every other route needs the token,
-# so a route added later is protected unless it is named here. /healthz is for load balancers
-# and uptime checks, which carry no token, and tells nothing but "the database takes writes".
-OPEN_ENDPOINTS = frozenset({"liveness", "ingest", "healthz"})
+# Routes anyone may call even when STATS_READ_TOKEN is set, by their rule: every other route
+# needs the token, so a route added later is protected unless it is named here. /stats is the
+# plugin's (POST takes the ingest key instead); /healthz is for load balancers and uptime
+# checks, which carry no token, and tells nothing but "the database takes writes".
+INGEST_ROUTE = "/stats"
+OPEN_ROUTES = frozenset({INGEST_ROUTE, "/healthz"})
 
 # An oversized or refused body is read and dropped up to this size before we answer: a server
 # that closes a socket with unread data sends a reset, and the client never sees our answer.
@@ -31,10 +33,10 @@ DRAIN_LIMIT = 16 * 1024 * 1024
 
 def check_access() -> None:
     """Before each request: the ingest key on POST /stats, the read token everywhere else."""
-    endpoint, config = request.endpoint, current_app.config
-    if endpoint is None:  # no route matched: the 404/405 answer tells nothing
+    rule, config = request.url_rule, current_app.config
+    if rule is None:  # no route matched: the 404/405 answer tells nothing
         return
-    if endpoint == "ingest":
+    if rule.rule == INGEST_ROUTE and request.method == "POST":
         key = config["STATS_INGEST_KEY"]
         if key and not _same_secret(request.args.get("key", ""), key):
             drain_body()
@@ -43,7 +45,7 @@ def check_access() -> None:
                 "invalid_key",
                 "This server takes events only with ?key=<STATS_INGEST_KEY> in statsUrl.",
             )
-    elif endpoint not in OPEN_ENDPOINTS:
+    elif rule.rule not in OPEN_ROUTES:
         token = config["STATS_READ_TOKEN"]
         if token and not _same_secret(_read_credential(), token):
             raise Unauthorized(
@@ -91,6 +93,12 @@ def exposure_warning(hosts: list[str], read_token: str) -> str | None:
         f"listening on {', '.join(exposed)} without STATS_READ_TOKEN: anyone who can reach"
         " this port can read your stats. Set STATS_READ_TOKEN, or listen on 127.0.0.1."
     )
+
+
+def init_app(app: Flask) -> None:
+    """Check access before every request, and warn when `flask run` is exposed."""
+    app.before_request(check_access)
+    warn_if_flask_run_is_exposed(app)
 
 
 def warn_if_flask_run_is_exposed(app: Flask) -> None:

@@ -1,7 +1,8 @@
 """The example database: a month of plugin traffic from three apps, the same bytes on every run.
 
 `flask make-example` writes it to stats.db.example. Every event goes through the normal write
-path (events.validate, then Store.write), so the rollups are filled as in production. The story:
+path (protocol.validate, then the store's write), so the rollups are filled as in production.
+The story:
 
 - com.example.shop (Android and iOS): everyone runs 2.3.0; 2.4.0 rolls out from day 6 and installs
   almost everywhere; 2.4.1 rolls out from day 19 and fails (unzip_fail, checksum_fail) on most
@@ -21,8 +22,9 @@ import random
 import uuid
 from dataclasses import dataclass, field
 
-import events
-from store import DAY_MS, HOUR_MS, Store
+from capgo_stats import protocol
+from capgo_stats.protocol import DAY_MS, HOUR_MS
+from capgo_stats.store import SQLiteStore
 
 BASE_MS = 1_790_812_800_000  # 2026-10-01T00:00:00Z: fixed, so the file is the same every run
 DAYS = 30
@@ -200,15 +202,15 @@ def build(path: str) -> int:
     for leftover in (partial, partial + "-wal", partial + "-shm", partial + "-journal"):
         if os.path.exists(leftover):
             os.remove(leftover)
-    store = Store(partial)
+    store = SQLiteStore(partial)
     store.ensure_schema()
-    actions = events.KNOWN_ACTIONS
+    actions = protocol.KNOWN_ACTIONS
     stored = 0
     for at, _, batch in sessions:
         now = at + 1_000  # the batch arrives a second after its first event
-        outcomes = [events.validate(item, actions, now) for item in batch]
-        rows = [o for o in outcomes if not isinstance(o, events.Refusal)]
-        store.write(rows, [o for o in outcomes if isinstance(o, events.Refusal)], now)
+        outcomes = [protocol.validate(item, actions, now) for item in batch]
+        rows = [o for o in outcomes if not isinstance(o, protocol.Refusal)]
+        store.write(rows, [o for o in outcomes if isinstance(o, protocol.Refusal)], now)
         stored += len(rows)
     store.seal()
     os.replace(partial, path)

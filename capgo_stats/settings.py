@@ -1,0 +1,66 @@
+"""Every STATS_* setting: its default, its type, and the checks made before the app starts.
+
+A setting comes from create_app(test_config), else from the environment variable of the same
+name, else from DEFAULTS. A value that cannot be used stops the start with a message that says
+what to do (SettingError), rather than a server that answers and loses data.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "STATS_DB": "stats.db",
+    "STATS_EXTRA_ACTIONS": "",
+    "STATS_MAX_BODY": 4 * 1024 * 1024,
+    "STATS_BUSY_TIMEOUT_MS": 5000,
+    "STATS_DURABLE": False,
+    "STATS_RETENTION_DAYS": 0,
+    "STATS_MAX_DB_MB": 0,
+    "STATS_READ_TOKEN": "",
+    "STATS_INGEST_KEY": "",
+    "STATS_APP_IDS": "",
+    "STATS_HASH_SECRET": "",
+    "STATS_LOG_LEVEL": "INFO",
+}
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class SettingError(ValueError):
+    """A setting whose value the server cannot start with."""
+
+
+def from_env(name: str, default: Any) -> Any:
+    """The environment's value for a setting, cast to the type of its default."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingError(f"{name} must be a whole number, not {raw!r}") from None
+    return raw
+
+
+def load(test_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every setting: the environment over the defaults, then test_config over both; checked."""
+    settings = {name: from_env(name, default) for name, default in DEFAULTS.items()}
+    settings.update(test_config or {})
+    check(settings)
+    return settings
+
+
+def check(settings: dict[str, Any]) -> None:
+    """Refuse values the server cannot run with; normalise the log level's spelling."""
+    level = str(settings["STATS_LOG_LEVEL"]).strip().upper()
+    if level not in LOG_LEVELS:
+        raise SettingError(
+            f"STATS_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {level!r}."
+        )
+    settings["STATS_LOG_LEVEL"] = level

@@ -1,0 +1,152 @@
+"""The store's interface: what the rest of capgo-stats may ask of a database, whatever it is.
+
+One implementation per database (sqlite.py today). Every method speaks in plain values: rows
+as tuples (protocol.COLUMNS order) in, dicts and numbers out, filters as one Filters value.
+A database that cannot answer or take a write raises StoreUnavailable, and nothing else of it
+leaks out; the web layer answers 503 for it, so the plugin keeps the events and resends them.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from capgo_stats.filters import Filters
+from capgo_stats.protocol import Refusal
+
+
+class StoreUnavailable(Exception):
+    """The database cannot answer or take the write now (locked, full, read-only or missing)."""
+
+
+def day_of(ms: int) -> str:
+    """The UTC calendar day of an epoch-milliseconds time, as YYYY-MM-DD."""
+    return time.strftime("%Y-%m-%d", time.gmtime(ms // 1000))
+
+
+class Store(abc.ABC):
+    """A database of raw events, their rollups and the refusal tallies."""
+
+    path: str
+
+    # -- schema and writes -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def ensure_schema(self) -> None:
+        """Create the database when new, or migrate it to the current schema."""
+
+    @abc.abstractmethod
+    def reset(self) -> None:
+        """Drop every table and create the schema again (all data is lost)."""
+
+    @abc.abstractmethod
+    def write(self, rows: list[tuple], refusals: Iterable[Refusal], now_ms: int) -> None:
+        """Store events (a resend once) and tally refusals in one transaction."""
+
+    @abc.abstractmethod
+    def forget_device(self, device_ids: list[str], custom_ids: list[str]) -> int:
+        """Delete every event and per-device row of these devices; return how many events."""
+
+    @abc.abstractmethod
+    def prune(self, before_ms: int, chunk: int = 5000) -> int:
+        """Delete raw events older than before_ms; rollups stay. Return how many."""
+
+    @abc.abstractmethod
+    def check_writable(self) -> int:
+        """The schema version, once the database was seen to take writes."""
+
+    # -- reads -------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
+        """Run a read query of this database's SQL and return its rows as dicts (tools, tests)."""
+
+    @abc.abstractmethod
+    def counts(self, filters: Filters) -> list[dict]:
+        """Event counts grouped by app and action, biggest first."""
+
+    @abc.abstractmethod
+    def totals(self, filters: Filters, prod_only: bool) -> list[dict]:
+        """Events per (bundle, action) with the first and last time they were seen."""
+
+    @abc.abstractmethod
+    def failure_totals(self, filters: Filters, prod_only: bool) -> list[dict]:
+        """Failure events by action, bundle, platform, plugin_version and version_os."""
+
+    @abc.abstractmethod
+    def uninstall_totals(self, filters: Filters, prod_only: bool) -> dict[str, int]:
+        """Uninstalls per replaced bundle."""
+
+    @abc.abstractmethod
+    def device_bundles(self, filters: Filters, prod_only: bool) -> dict[str | None, int]:
+        """How many devices currently run each bundle (None: no bundle reported yet)."""
+
+    @abc.abstractmethod
+    def active_since(self, filters: Filters, prod_only: bool, since: list[int]) -> list[int]:
+        """For each whole hour in `since` (ms), the devices last seen in it or later."""
+
+    @abc.abstractmethod
+    def newest_event(self, app_id: str) -> int | None:
+        """The event time of the app's newest event, or None."""
+
+    @abc.abstractmethod
+    def app_ids(self) -> list[str]:
+        """Every app with at least one stored event."""
+
+    @abc.abstractmethod
+    def series(
+        self,
+        filters: Filters,
+        interval: str,
+        lo: int,
+        hi: int,
+        prod_only: bool,
+        actions: list[str],
+    ) -> list[dict]:
+        """Counts per (bucket, action, bundle) of whole days or hours lo..hi-1."""
+
+    @abc.abstractmethod
+    def failure_series(
+        self, filters: Filters, interval: str, lo: int, hi: int, prod_only: bool
+    ) -> list[dict]:
+        """Failure counts per (bucket, action, platform, plugin_version)."""
+
+    @abc.abstractmethod
+    def active_series(self, app_id: str, lo: int, hi: int, prod_only: bool) -> dict[int, int]:
+        """Distinct devices per day lo..hi-1 (day numbers)."""
+
+    @abc.abstractmethod
+    def refusals(self, filters: Filters, app_ids: list[str] | None) -> list[dict]:
+        """Refused-event tallies per (day, app, reason, action), newest day first."""
+
+    @abc.abstractmethod
+    def events_page(
+        self, filters: Filters, limit: int, after: tuple[int, int] | None
+    ) -> list[dict]:
+        """Raw events matching `filters`, newest first (by at, then id), after a cursor."""
+
+    @abc.abstractmethod
+    def device_states(self, filters: Filters) -> list[dict]:
+        """The latest state per app of a device_id, or of a custom_id's devices."""
+
+    @abc.abstractmethod
+    def device_page(
+        self, filters: Filters, prod: bool | None, limit: int, after: str | None
+    ) -> list[dict]:
+        """One app's devices (their latest state) by device id, after a device id."""
+
+    @abc.abstractmethod
+    def iter_events(
+        self, filters: Filters, columns: Sequence[str], batch_size: int = 1000
+    ) -> Iterator[list[tuple]]:
+        """The matching events by app, then oldest first, a batch at a time (one snapshot)."""
+
+    @abc.abstractmethod
+    def metrics(self) -> dict[str, Any]:
+        """The numbers of GET /metrics."""
+
+    @abc.abstractmethod
+    def size_bytes(self) -> int:
+        """Bytes the database takes on disk."""

@@ -1,0 +1,42 @@
+"""What a request reaches through its app: the store, the settings, and the query's filters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from flask import current_app, request
+
+from capgo_stats import filters
+from capgo_stats.errors import invalid_filter
+from capgo_stats.filters import Filters
+from capgo_stats.protocol import stored_id as _stored_id
+from capgo_stats.store import Store
+
+
+def get_store() -> Store:
+    """The current app's store."""
+    return current_app.extensions["store"]
+
+
+def setting(name: str) -> Any:
+    """A STATS_* setting of the current app."""
+    return current_app.config[name]
+
+
+def stored_id(field: str, raw: str) -> str | None:
+    """A device_id or custom_id from a query, as the store holds it (for look-ups)."""
+    return _stored_id(field, raw, setting("STATS_HASH_SECRET"))
+
+
+def query_filters(names: Iterable[str] = filters.SHARED, allow_action: bool = True) -> Filters:
+    """The filters of the query string, parsed once; `action` only where it applies."""
+    parsed = filters.parse(request.args, names, setting("STATS_HASH_SECRET"))
+    if parsed.action is not None and not allow_action:
+        raise invalid_filter("action", f'"action" does not apply to {request.path}; leave it out.')
+    return parsed
+
+
+def query_flag(name: str) -> bool:
+    """A 0/1 query flag such as include_dev; absent is False."""
+    return bool(filters.flag(request.args, name))

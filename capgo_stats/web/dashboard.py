@@ -1,0 +1,59 @@
+"""The dashboard at `/`: one app's versions, timelines, failures and refused events, as HTML.
+
+Drawn from reports.dashboard, the same functions the JSON reads call; every figure links to
+the raw events (or devices) it counts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, render_template, request, url_for
+
+from capgo_stats import protocol, reports
+from capgo_stats.render import charts
+from capgo_stats.web.context import get_store, query_filters, query_flag
+
+bp = Blueprint("dashboard", __name__)
+
+
+@bp.app_template_global()
+def events_url(report: dict, **extra: Any) -> str:
+    """The raw events behind a figure of the page: the page's filters, then `extra` (None drops)."""
+    filters = report["filters"]
+    args = {
+        "app_id": report["app_id"],
+        "platform": filters.platform,
+        "since": reports.iso(filters.since),
+        "until": reports.iso(filters.until),
+        # the figures count prod devices only unless include_dev, so do their events
+        **({"include_dev": 1} if report["include_dev"] else {"prod": 1}),
+        **extra,
+    }
+    return url_for("reads.event_list", **{k: v for k, v in args.items() if v is not None})
+
+
+@bp.app_template_global()
+def devices_url(report: dict, version: str) -> str:
+    """The devices that run a version now: the drill-down of a devices figure on the page."""
+    args = {
+        "app_id": report["app_id"],
+        "platform": report["filters"].platform,
+        "version": version,
+        "prod": None if report["include_dev"] else 1,
+    }
+    return url_for("reads.devices", **{k: v for k, v in args.items() if v is not None})
+
+
+@bp.get("/")
+def dashboard() -> str:
+    """The dashboard: one app's versions, timelines, failures and refused events."""
+    report = reports.dashboard(
+        get_store(), query_filters(allow_action=False), query_flag("include_dev"), protocol.now_ms()
+    )
+    return render_template(
+        "dashboard.html",
+        report=report,
+        charts=charts.dashboard_charts(report),
+        query={k: v for k, v in request.args.items() if v and k != "app_id"},
+    )

@@ -1,0 +1,51 @@
+"""The one error handler: every error answer is `{"error": code, "message": text}` in JSON.
+
+It answers our ApiError, werkzeug's own HTTP errors (404, 405, 500...) keeping their headers
+(Allow, WWW-Authenticate), and StoreUnavailable (a read that met a missing or locked database).
+"""
+
+from __future__ import annotations
+
+import json
+
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from capgo_stats.errors import ApiError
+from capgo_stats.store import StoreUnavailable
+
+UNREADABLE = "The database cannot be read right now. Retry later."
+
+
+def error_response(status: int, error: str, message: str) -> Response:
+    """The one JSON error body every error answer uses."""
+    return Response(
+        json.dumps({"error": error, "message": message}),
+        status=status,
+        mimetype="application/json",
+    )
+
+
+def handle_error(e: Exception) -> Response:
+    """Answer an ApiError, an HTTPException (500 included) or StoreUnavailable in the shape."""
+    if isinstance(e, ApiError):
+        return error_response(e.status, e.error, e.message)
+    if isinstance(e, StoreUnavailable):
+        return error_response(503, "storage_unavailable", UNREADABLE)
+    assert isinstance(e, HTTPException)
+    if e.code == 500:
+        # The traceback is logged by Flask; the client learns nothing of our internals.
+        error, message = "internal_error", "The server hit an unexpected error."
+    else:
+        error = (e.name or "error").lower().replace(" ", "_")
+        message = e.description or e.name
+    response = e.get_response()
+    body = error_response(e.code or 500, error, message)
+    response.data, response.content_type = body.data, body.content_type
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Send every error answer of the app through handle_error."""
+    for kind in (ApiError, HTTPException, StoreUnavailable):
+        app.register_error_handler(kind, handle_error)
