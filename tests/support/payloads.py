@@ -1,4 +1,4 @@
-"""Bodies as the plugin sends them (from PROTOCOL.md), shared by the tests."""
+"""Bodies as the plugin sends them (docs/api.md, "POST /stats"), shared by the tests."""
 
 import copy
 
