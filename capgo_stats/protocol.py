@@ -31,7 +31,7 @@ KNOWN_ACTIONS = frozenset(
         "download_manifest_checksum_fail", "download_manifest_brotli_fail", "manifest_path_fail",
         "decrypt_fail", "checksum_fail", "checksum_required", "insufficient_disk_space",
         # app lifecycle
-        "app_moved_to_foreground", "app_moved_to_background", "app_launch_start",
+        "app_moved_to_foreground", "app_moved_to_background", "app_nav", "app_launch_start",
         "app_launch_ready", "app_launch_timeout", "os_version_changed",
         "native_app_version_changed",
         # app health

@@ -567,4 +567,13 @@ def dashboard(store: Store, filters: Filters, include_dev: bool = False, now: in
     report["timeline"] = timeline(store, filters, "day", include_dev, now)
     report["failures"] = failures(store, filters, include_dev, failure_rows=failure_rows)
     report["rejected"] = rejected(store, filters, with_unknown_app=True)
+    if not include_dev and _counted_nothing(report["versions"]):
+        report["hidden_dev_events"] = sum(row["n"] for row in store.totals(filters, False))
     return report
+
+
+def _counted_nothing(report: dict) -> bool:
+    """True when a versions report has no device, install, uninstall or failure at all."""
+    rows = [*report["versions"], *(report[name] for name in NOT_BUNDLES)]
+    figures = ("devices", "installs", "uninstalls", "failures")
+    return not any(row[figure] for row in rows for figure in figures)

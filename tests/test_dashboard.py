@@ -135,3 +135,29 @@ def test_every_number_on_the_page_links_to_what_it_counts(client):
         assert len(client.get(url).json["devices"]) == int(parsed.figure(name)), (name, url)
     [url] = [u for n, u in linked if n == "failures" and "version=1.1.0" in u and "action" not in u]
     assert parse_qs(urlsplit(url).query)["prod"] == ["1"]  # the emulator's events left out
+
+
+def test_the_refused_total_and_what_its_link_answers_agree(client):
+    post_ok(client, [event(app_id="com.x", timestamp=NOW - 1)])
+    client.post("/stats", json=[event(app_id="com.x", action="fly"), event(app_id="")])
+    html = page(client, "/?app_id=com.x")
+    [(_, url)] = [(figure, url) for figure, url in links_of(html) if figure == "refused_total"]
+    shown = re.search(r'data-figure="refused_total"><a href="[^"]+">(\d+)</a>', html).group(1)
+    assert int(shown) == 2  # the app's refusal and the one without an app id
+    assert client.get(url).json["refused"] == 2
+
+
+def test_a_dev_build_that_counted_nothing_says_why_and_links_to_include_dev(client):
+    post_ok(client, [event(app_id="com.dev", is_prod=False, timestamp=NOW - i) for i in range(3)])
+    html = page(client, "/?app_id=com.dev")
+    assert 'data-notice="dev-only"' in html
+    linked = dict(links_of(html))
+    assert client.get(linked["hidden_dev_events"]).json["events"] != []
+    assert re.search(r'href="/\?[^"]*include_dev=1', unescape(html))
+    assert 'data-notice="dev-only"' not in page(client, "/?app_id=com.dev&include_dev=1")
+
+
+def test_an_app_with_counted_events_shows_no_dev_notice(client):
+    post_ok(client, [event(app_id="com.prod", timestamp=NOW - 1), event(app_id="com.prod",
+            is_prod=False, device_id="dev", timestamp=NOW - 2)])  # fmt: skip
+    assert 'data-notice="dev-only"' not in page(client, "/?app_id=com.prod")

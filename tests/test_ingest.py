@@ -199,7 +199,7 @@ def test_every_known_action_is_accepted(client, rows):
     batch = [event(action=a) for a in sorted(protocol.KNOWN_ACTIONS)]
     results = post(client, batch).json["results"]
     assert all(r["status"] == "ok" for r in results)
-    assert len(rows()) == 91
+    assert len(rows()) == 92
 
 
 def test_extra_actions_from_the_environment_are_accepted(tmp_path, monkeypatch):
@@ -308,3 +308,9 @@ def test_get_on_the_stats_url_is_a_liveness_check(client):
     response = client.get("/stats")
     assert response.status_code == 200
     assert response.json == {"status": "ok"}
+
+
+def test_app_nav_the_newest_action_of_capgos_receiver_is_stored_and_counted(client, rows):
+    assert post(client, event(action="app_nav")).status_code == 200
+    assert [r["action"] for r in rows()] == ["app_nav"]
+    assert client.get("/stats/counts").json["counts"][0]["action"] == "app_nav"

@@ -119,3 +119,12 @@ def test_a_cursor_that_is_not_ours_is_an_api_error(cursor):
 )
 def test_a_chart_axis_ends_on_a_round_number_at_or_above_the_highest_bar(value, top):
     assert charts.nice_top(value) == top
+
+
+@pytest.mark.parametrize(
+    "top, labels", [(1, ["0", "1"]), (2, ["0", "1", "2"]), (5, ["0", "5"]), (10, ["0", "5", "10"])]
+)
+def test_a_chart_axis_labels_each_tick_with_its_own_whole_number(top, labels):
+    chart = charts.bars("t", "t", ["2026-11-01"], [{"label": "n", "color": "#000",
+                        "values": [top], "links": [None]}], stacked=True)  # fmt: skip
+    assert [tick["label"] for tick in chart["yticks"]] == labels

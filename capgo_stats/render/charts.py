@@ -26,6 +26,11 @@ def nice_top(value: float) -> int:
     return int(10 * power)  # pragma: no cover - the loop always returns
 
 
+def ticks(top: int) -> list[int]:
+    """The y axis labels: 0, the middle when it is a whole number, and the top."""
+    return [0, top // 2, top] if top % 2 == 0 else [0, top]
+
+
 def bars(name: str, title: str, labels: list[str], series: list[dict], stacked: bool) -> dict:
     """Bar geometry for one value per label and series, stacked or side by side.
 
@@ -76,8 +81,8 @@ def bars(name: str, title: str, labels: list[str], series: list[dict], stacked: 
         "bottom": TOP + plot_h,
         "bars": shapes,
         "yticks": [
-            {"y": round(TOP + plot_h - f * plot_h, 1), "label": f"{round(top * f):,}"}
-            for f in (0, 0.5, 1)
+            {"y": round(TOP + plot_h - value / top * plot_h, 1), "label": f"{value:,}"}
+            for value in ticks(top)
         ],
         "xlabels": [
             {"x": round(LEFT + (i + 0.5) * slot, 1), "label": label[5:]}

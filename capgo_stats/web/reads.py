@@ -81,7 +81,8 @@ def summary() -> dict:
 @bp.get("/stats/rejected")
 def rejected() -> dict:
     """GET /stats/rejected: refused events by day, app, reason and action."""
-    return reports.rejected(get_store(), query_filters())
+    with_unknown_app = query_flag("include_unknown_app")
+    return reports.rejected(get_store(), query_filters(), with_unknown_app)
 
 
 @bp.get("/stats/events")
