@@ -4,6 +4,6 @@ In production: `gunicorn 'app:create_app()'` (gunicorn.conf.py beside this file)
 in the capgo_stats/ package; docs/ is the reference.
 """
 
-from capgo_stats import create_app
+from capgo_stats.factory import create_app
 
 __all__ = ["create_app"]

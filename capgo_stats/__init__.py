@@ -1,33 +1,5 @@
 """capgo-stats: a self-hosted receiver for @capgo/capacitor-updater statistics.
 
-create_app() is the one entry point: `flask run` and `gunicorn 'app:create_app()'` find it
-through app.py at the top of the repository.
+The package holds no code of its own, so importing any of its modules imports nothing else:
+create_app() is in factory.py, and the README's "Layout" names every room.
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-from flask import Flask
-
-from capgo_stats import cli, jobs, protocol, settings, web
-from capgo_stats.store import open_store
-
-
-def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """Create the app: settings, store, routes, commands and background work."""
-    app = Flask(__name__)
-    app.config.update(settings.load(test_config))
-    app.config["MAX_CONTENT_LENGTH"] = app.config["STATS_MAX_BODY"]
-    app.json.sort_keys = False
-
-    store = open_store(app.config)
-    app.extensions["store"] = store
-    app.extensions["actions"] = protocol.allowed_actions(app.config["STATS_EXTRA_ACTIONS"])
-    app.extensions["app_ids"] = protocol.names(app.config["STATS_APP_IDS"]) or None
-
-    web.init_app(app)
-    cli.init_app(app)
-    if app.config["STATS_RETENTION_DAYS"]:
-        jobs.start_retention(store, app.config["STATS_RETENTION_DAYS"])
-    return app

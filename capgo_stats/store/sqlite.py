@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import capgo_stats.store.sqlite_migrations as migrations
 from capgo_stats.filters import Filters
 from capgo_stats.protocol import COLUMNS, DAY_MS, HOUR_MS, Refusal
-from capgo_stats.store import sqlite_migrations as migrations
 from capgo_stats.store.base import Store, StoreUnavailable, day_of
 from capgo_stats.store.segments import (
     TIME_COLUMN,
