@@ -1,8 +1,14 @@
--- capgo-stats schema. Applied on first use and by `flask init-db`; safe to apply twice.
+-- capgo-stats schema, version 5. Applied on first use and by `flask init-db`; safe to apply twice.
 -- Times are integers: milliseconds since 1970-01-01 UTC.
+--
+-- Raw events are the truth. Every other table is derived from them by the fold
+-- (capgo_stats/counting.py holds the rules), in batches, in the order of event.id: the fold's
+-- position is in `meta`. No triggers: ingest writes the raw event and nothing else.
 
+-- AUTOINCREMENT: an id is never handed out twice, even after the newest events are deleted, so
+-- every event after the fold's position is new.
 CREATE TABLE IF NOT EXISTS event (
-    id               INTEGER PRIMARY KEY,
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
     at               INTEGER NOT NULL,  -- event time: the device clock when plausible, else arrival
     received_at      INTEGER NOT NULL,  -- arrival time at this server
     device_ts        INTEGER,           -- the device's "timestamp" as sent (plugin >= 8.42)
@@ -23,6 +29,7 @@ CREATE TABLE IF NOT EXISTS event (
     key_id           TEXT,
     install_source   TEXT,
     metadata         TEXT,              -- JSON object of strings
+    fingerprint      INTEGER,           -- hash of every field the device sent; NULL without device_ts
     -- the bundle version: version_name up to the first ':'
     bundle           TEXT GENERATED ALWAYS AS (
         CASE WHEN instr(version_name, ':') > 0
@@ -31,11 +38,13 @@ CREATE TABLE IF NOT EXISTS event (
     ) VIRTUAL
 );
 
--- A resent event (same device, app, action, device timestamp and version) is stored once.
--- Events without a device timestamp (plugins < 8.42) never clash: NULLs are distinct in a
--- UNIQUE index. Led by device_id, the same index finds one device's events.
+-- A resent event (same device, same device timestamp, same content) is stored once: the
+-- fingerprint covers every field the device sent, so events that differ in any of them (five
+-- webview_resource_error in one millisecond, each with its own metadata.url) are all kept.
+-- Events without a device timestamp (plugins < 8.42) never clash: NULLs are distinct in a UNIQUE
+-- index. Led by device_id, the same index finds one device's events.
 CREATE UNIQUE INDEX IF NOT EXISTS "event#device_id#dedupe"
-    ON event (device_id, app_id, action, device_ts, version_name);
+    ON event (device_id, device_ts, fingerprint);
 CREATE INDEX IF NOT EXISTS "event#app_id#at" ON event (app_id, at);
 CREATE INDEX IF NOT EXISTS "event#custom_id#at" ON event (custom_id, at)
     WHERE custom_id IS NOT NULL;
@@ -50,10 +59,18 @@ CREATE TABLE IF NOT EXISTS refusal (
     PRIMARY KEY (day, app_id, reason, action)
 ) WITHOUT ROWID;
 
--- Rollups: kept up to date by the trigger below, in the same transaction as each raw insert, so
--- reports never scan raw events and survive `flask prune`. A resent duplicate is never inserted,
--- so it never fires the trigger. `prod` is 1 for an event from a production build on a real
--- device (is_prod and not is_emulator): the events Capgo counts installs and failures from.
+-- The fold's state: `fold_position`, the id of the last event folded into the tables below, and
+-- `pruned_before`, the event time before which raw events were deleted (0: never).
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT    PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta (key, value) VALUES ('fold_position', 0), ('pruned_before', 0);
+
+-- Rollups: folded from the raw events, so reports never scan raw events and survive
+-- `flask prune`. A resent duplicate is never stored, so it is never folded. `prod` is 1 for an
+-- event from a production build on a real device (is_prod and not is_emulator): the events
+-- Capgo counts installs and failures from.
 
 -- Events per hour (hour = at / 3600000) and per day (day = at / 86400000), UTC.
 CREATE TABLE IF NOT EXISTS rollup_hour (
@@ -151,9 +168,9 @@ CREATE TABLE IF NOT EXISTS active_day (
     PRIMARY KEY (app_id, day, prod)
 ) WITHOUT ROWID;
 
--- Devices counted by the bundle they run and by the hour of their latest event (schema 4), kept
--- by the triggers on device below, so version shares and active devices read a few rows however
--- many devices there are. A count moves when a device changes bundle, platform, prod or hour.
+-- Devices counted by the bundle they run and by the hour of their latest event (schema 4), moved
+-- by the fold whenever it changes a device, so version shares and active devices read a few rows
+-- however many devices there are. A count moves when a device changes bundle, platform, prod or hour.
 CREATE TABLE IF NOT EXISTS device_bundle (
     app_id   TEXT    NOT NULL,
     platform TEXT    NOT NULL,
@@ -172,121 +189,4 @@ CREATE TABLE IF NOT EXISTS device_hour (
     PRIMARY KEY (app_id, hour, platform, prod)
 ) WITHOUT ROWID;
 
-CREATE TRIGGER IF NOT EXISTS "device#count" AFTER INSERT ON device
-BEGIN
-    INSERT INTO device_bundle (app_id, platform, prod, bundle, devices)
-    VALUES (NEW.app_id, NEW.platform, NEW.prod, coalesce(NEW.bundle, ''), 1)
-    ON CONFLICT (app_id, platform, prod, bundle) DO UPDATE SET devices = devices + 1;
-
-    INSERT INTO device_hour (app_id, hour, platform, prod, devices)
-    VALUES (NEW.app_id, NEW.last_seen / 3600000, NEW.platform, NEW.prod, 1)
-    ON CONFLICT (app_id, hour, platform, prod) DO UPDATE SET devices = devices + 1;
-END;
-
-CREATE TRIGGER IF NOT EXISTS "device#bundle" AFTER UPDATE ON device
-WHEN OLD.bundle IS NOT NEW.bundle OR OLD.platform <> NEW.platform OR OLD.prod <> NEW.prod
-BEGIN
-    UPDATE device_bundle SET devices = devices - 1
-    WHERE app_id = OLD.app_id AND platform = OLD.platform AND prod = OLD.prod
-      AND bundle = coalesce(OLD.bundle, '');
-
-    INSERT INTO device_bundle (app_id, platform, prod, bundle, devices)
-    VALUES (NEW.app_id, NEW.platform, NEW.prod, coalesce(NEW.bundle, ''), 1)
-    ON CONFLICT (app_id, platform, prod, bundle) DO UPDATE SET devices = devices + 1;
-END;
-
-CREATE TRIGGER IF NOT EXISTS "device#hour" AFTER UPDATE ON device
-WHEN OLD.last_seen / 3600000 <> NEW.last_seen / 3600000
-  OR OLD.platform <> NEW.platform OR OLD.prod <> NEW.prod
-BEGIN
-    UPDATE device_hour SET devices = devices - 1
-    WHERE app_id = OLD.app_id AND hour = OLD.last_seen / 3600000
-      AND platform = OLD.platform AND prod = OLD.prod;
-
-    INSERT INTO device_hour (app_id, hour, platform, prod, devices)
-    VALUES (NEW.app_id, NEW.last_seen / 3600000, NEW.platform, NEW.prod, 1)
-    ON CONFLICT (app_id, hour, platform, prod) DO UPDATE SET devices = devices + 1;
-END;
-
-CREATE TRIGGER IF NOT EXISTS "device#uncount" AFTER DELETE ON device
-BEGIN
-    UPDATE device_bundle SET devices = devices - 1
-    WHERE app_id = OLD.app_id AND platform = OLD.platform AND prod = OLD.prod
-      AND bundle = coalesce(OLD.bundle, '');
-
-    UPDATE device_hour SET devices = devices - 1
-    WHERE app_id = OLD.app_id AND hour = OLD.last_seen / 3600000
-      AND platform = OLD.platform AND prod = OLD.prod;
-END;
-
-CREATE TRIGGER IF NOT EXISTS "device_day#count" AFTER INSERT ON device_day
-BEGIN
-    INSERT INTO active_day (app_id, day, prod, devices) VALUES (NEW.app_id, NEW.day, NEW.prod, 1)
-    ON CONFLICT (app_id, day, prod) DO UPDATE SET devices = devices + 1;
-END;
-
-CREATE TRIGGER IF NOT EXISTS "event#rollup" AFTER INSERT ON event
-BEGIN
-    INSERT INTO rollup_hour (app_id, hour, action, bundle, platform, prod, count)
-    VALUES (NEW.app_id, NEW.at / 3600000, NEW.action, NEW.bundle, NEW.platform,
-            NEW.is_prod AND NOT NEW.is_emulator, 1)
-    ON CONFLICT (app_id, hour, action, bundle, platform, prod) DO UPDATE SET count = count + 1;
-
-    INSERT INTO rollup_day (app_id, day, action, bundle, platform, prod, count)
-    VALUES (NEW.app_id, NEW.at / 86400000, NEW.action, NEW.bundle, NEW.platform,
-            NEW.is_prod AND NOT NEW.is_emulator, 1)
-    ON CONFLICT (app_id, day, action, bundle, platform, prod) DO UPDATE SET count = count + 1;
-
-    INSERT INTO failure_hour
-        (app_id, hour, action, bundle, platform, plugin_version, version_os, prod, count)
-    SELECT NEW.app_id, NEW.at / 3600000, NEW.action, NEW.bundle, NEW.platform,
-           coalesce(NEW.plugin_version, ''), coalesce(NEW.version_os, ''),
-           NEW.is_prod AND NOT NEW.is_emulator, 1
-    WHERE NEW.action LIKE '%\_fail' ESCAPE '\'
-    ON CONFLICT (app_id, hour, action, bundle, platform, plugin_version, version_os, prod)
-    DO UPDATE SET count = count + 1;
-
-    INSERT INTO failure_day
-        (app_id, day, action, bundle, platform, plugin_version, version_os, prod, count)
-    SELECT NEW.app_id, NEW.at / 86400000, NEW.action, NEW.bundle, NEW.platform,
-           coalesce(NEW.plugin_version, ''), coalesce(NEW.version_os, ''),
-           NEW.is_prod AND NOT NEW.is_emulator, 1
-    WHERE NEW.action LIKE '%\_fail' ESCAPE '\'
-    ON CONFLICT (app_id, day, action, bundle, platform, plugin_version, version_os, prod)
-    DO UPDATE SET count = count + 1;
-
-    INSERT INTO uninstall_day (app_id, day, bundle, platform, prod, count)
-    SELECT NEW.app_id, NEW.at / 86400000, old_bundle, NEW.platform,
-           NEW.is_prod AND NOT NEW.is_emulator, 1
-    FROM (SELECT CASE WHEN instr(NEW.old_version_name, ':') > 0
-                      THEN substr(NEW.old_version_name, 1, instr(NEW.old_version_name, ':') - 1)
-                      ELSE NEW.old_version_name END AS old_bundle)
-    WHERE NEW.action = 'set' AND old_bundle <> '' AND old_bundle <> NEW.bundle
-    ON CONFLICT (app_id, day, bundle, platform, prod) DO UPDATE SET count = count + 1;
-
-    INSERT INTO device
-        (app_id, device_id, first_seen, last_seen, platform, prod, bundle, bundle_at)
-    VALUES (NEW.app_id, NEW.device_id, NEW.at, NEW.at, NEW.platform,
-            NEW.is_prod AND NOT NEW.is_emulator,
-            iif(NEW.version_name <> '' AND NEW.action NOT LIKE '%\_fail' ESCAPE '\'
-                AND NEW.action NOT LIKE 'download\_%' ESCAPE '\'
-                AND NEW.action NOT IN ('set_next', 'delete', 'uninstall', 'checksum_required',
-                                       'insufficient_disk_space'), NEW.bundle, NULL),
-            iif(NEW.version_name <> '' AND NEW.action NOT LIKE '%\_fail' ESCAPE '\'
-                AND NEW.action NOT LIKE 'download\_%' ESCAPE '\'
-                AND NEW.action NOT IN ('set_next', 'delete', 'uninstall', 'checksum_required',
-                                       'insufficient_disk_space'), NEW.at, NULL))
-    ON CONFLICT (app_id, device_id) DO UPDATE SET
-        first_seen = min(first_seen, excluded.first_seen),
-        last_seen  = max(last_seen, excluded.last_seen),
-        platform   = iif(excluded.last_seen >= last_seen, excluded.platform, platform),
-        prod       = iif(excluded.last_seen >= last_seen, excluded.prod, prod),
-        bundle     = iif(excluded.bundle_at >= coalesce(bundle_at, 0), excluded.bundle, bundle),
-        bundle_at  = iif(excluded.bundle_at >= coalesce(bundle_at, 0), excluded.bundle_at, bundle_at);
-
-    INSERT INTO device_day (app_id, day, device_id, prod)
-    VALUES (NEW.app_id, NEW.at / 86400000, NEW.device_id, NEW.is_prod AND NOT NEW.is_emulator)
-    ON CONFLICT (app_id, day, device_id) DO NOTHING;
-END;
-
-PRAGMA user_version = 4;
+PRAGMA user_version = 5;

@@ -11,12 +11,12 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from capgo_stats import example, filters, reports
+from capgo_stats import example, filters, fold, reports
 from capgo_stats.errors import ApiError
 from capgo_stats.filters import Filters
 from capgo_stats.protocol import DAY_MS, now_ms, stored_id
 from capgo_stats.render import export
-from capgo_stats.store import StoreUnavailable, day_of
+from capgo_stats.store import Store, StoreUnavailable, day_of
 
 
 @click.command("init-db")
@@ -24,7 +24,7 @@ from capgo_stats.store import StoreUnavailable, day_of
 @with_appcontext
 def init_db_command() -> None:
     """Delete all data and recreate the database from schema.sql."""
-    store = current_app.extensions["store"]
+    store = _store()
     store.reset()
     click.echo(f"Initialized the database at {store.path}.")
 
@@ -48,8 +48,8 @@ def forget_device_command(device: str) -> None:
     device_ids = {stored_id("device_id", device, s) for s in secrets}
     custom_ids = {stored_id("custom_id", device, s) for s in secrets}
     try:
-        deleted = current_app.extensions["store"].forget_device(
-            sorted(i for i in device_ids if i), sorted(i for i in custom_ids if i)
+        deleted = fold.forget_device(
+            _store(), sorted(i for i in device_ids if i), sorted(i for i in custom_ids if i)
         )
     except StoreUnavailable as e:
         raise click.ClickException(f"The database cannot take writes right now: {e}") from None
@@ -74,7 +74,7 @@ def prune_command(days: int | None) -> None:
     if not days:
         raise click.UsageError("Give --days N, or set STATS_RETENTION_DAYS.")
     before = now_ms() - days * DAY_MS
-    deleted = current_app.extensions["store"].prune(before)
+    deleted = fold.prune(_store(), before)
     click.echo(f"Deleted {deleted} raw events older than {days} days (before {day_of(before)}).")
 
 
@@ -135,7 +135,7 @@ def export_command(fmt: str, out: str | None, **options: Any) -> None:
       flask export --since 2026-11-01 > events.csv
       flask export --format ndjson --app-id com.example.app --out events.ndjson
     """
-    chunks = export.chunks(current_app.extensions["store"], parse_filter_options(options), fmt)
+    chunks = export.chunks(_store(), parse_filter_options(options), fmt)
     if out is None:
         _write_stdout(chunks)
         return
@@ -177,7 +177,7 @@ def counts_command(**options: Any) -> None:
     Example:
       flask counts --app-id com.example.app --since 2026-11-01
     """
-    rows = current_app.extensions["store"].counts(parse_filter_options(options))
+    rows = _read_store().counts(parse_filter_options(options))
     if not rows:
         click.echo("No events match.")
         return
@@ -242,9 +242,7 @@ def gate_command(app_id: str, version: str, max_fail_rate: float, min_devices: i
     Example, in a CI pipeline:
         flask gate --app-id com.example.app --version 1.2.3 --max-fail-rate 2% --min-devices 50
     """
-    verdict = reports.gate(
-        current_app.extensions["store"], app_id, version, max_fail_rate, min_devices
-    )
+    verdict = reports.gate(_read_store(), app_id, version, max_fail_rate, min_devices)
     click.echo(verdict.line)
     raise SystemExit(verdict.code)
 
@@ -269,6 +267,47 @@ def make_example_command(out: str) -> None:
     click.echo(f"Wrote {stored} events to {out}.")
 
 
+@click.command("fold")
+@with_appcontext
+def fold_command() -> None:
+    """Fold every stored event the rollups do not count yet (the server does it by itself)."""
+    try:
+        folded = fold.catch_up(_store())
+    except StoreUnavailable as e:
+        raise click.ClickException(f"The database cannot take writes right now: {e}") from None
+    click.echo(f"Folded {folded} event{'' if folded == 1 else 's'}.")
+
+
+@click.command("rebuild-rollups")
+@click.confirmation_option(prompt="Recompute every rollup of the period still held as raw events?")
+@with_appcontext
+def rebuild_rollups_command() -> None:
+    """Recompute the rollups from the raw events still held, after a counting rule changed.
+
+    \b
+    Days and hours whose raw events were pruned keep their counts as they are. One transaction:
+    ingest waits (and may answer 503, which the plugin retries) until it is done.
+    """
+    try:
+        folded, since = fold.rebuild(_store())
+    except StoreUnavailable as e:
+        raise click.ClickException(f"The database cannot take writes right now: {e}") from None
+    held = f"from {day_of(since)} on" if since else "all of it: nothing was pruned"
+    click.echo(f"Rebuilt the rollups from {folded} raw events ({held}).")
+
+
+def _store() -> Store:
+    """The app's store."""
+    return current_app.extensions["store"]
+
+
+def _read_store() -> Store:
+    """The app's store with every stored event folded, for the commands that read figures."""
+    store = _store()
+    fold.before_read(store)
+    return store
+
+
 def init_app(app: Flask) -> None:
     """Register the commands on the app."""
     app.cli.add_command(init_db_command)
@@ -278,3 +317,5 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(counts_command)
     app.cli.add_command(gate_command)
     app.cli.add_command(make_example_command)
+    app.cli.add_command(fold_command)
+    app.cli.add_command(rebuild_rollups_command)

@@ -1,18 +1,63 @@
-"""The counting rules, each written once: what is prod, an install, an uninstall, a failure.
+"""The counting rules, each written once, and the fold that turns raw events into rollups.
 
-Capgo's rules (docs/figures.md says each in words): an install is a `set` from a production build
-on a real device, a failure an action ending in _fail except the legacy download_fail of old
-plugins, an uninstall a `set` that replaced another bundle. Pure functions over plain values: the
-reports, the raw event list's `counts_as` and the figure definitions all use these.
+Capgo's rules (docs/figures.md says each in words): an event counts when it comes from a
+production build on a real device; an install is a `set`; an uninstall a `set` that replaced
+another bundle; a failure an action ending in _fail, except the legacy download_fail of old
+plugins; the bundle a device runs is the bundle of its latest event that reports one (not a
+failure, not a download, not an action naming a target bundle). Pure functions over plain
+values, no SQL: the fold, the reports and the raw event list's `counts_as` all use these.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
+
+from capgo_stats.protocol import DAY_MS, HOUR_MS
 
 # Not bundles: the bundle inside the native app, and "no bundle known".
 NOT_BUNDLES = ("builtin", "unknown")
+INSTALL = "set"
+FAILURE_SUFFIX = "_fail"
+# Actions that name a bundle the device is about to get or just dropped, not the one it runs.
+TARGET_ACTIONS = frozenset(
+    ("set_next", "delete", "uninstall", "checksum_required", "insufficient_disk_space")
+)
+DOWNLOAD_PREFIX = "download_"  # download progress, manifest and zip steps, download_fail
+
+
+def is_prod(is_prod_flag: int | bool, is_emulator: int | bool) -> bool:
+    """An event from a production build on a real device: the events every figure counts."""
+    return bool(is_prod_flag) and not is_emulator
+
+
+def bundle_of(version_name: str | None) -> str:
+    """The bundle version a version_name names: the part before any ':' (per-file failures)."""
+    return (version_name or "").split(":", 1)[0]
+
+
+def is_failure_action(action: str) -> bool:
+    """An action ending in _fail. Whether it counts also depends on counts_as_failure."""
+    return action.endswith(FAILURE_SUFFIX)
+
+
+def reports_running_bundle(action: str, version_name: str | None) -> bool:
+    """True when the event's version_name is the bundle the device runs now."""
+    return bool(version_name) and not (
+        is_failure_action(action) or action.startswith(DOWNLOAD_PREFIX) or action in TARGET_ACTIONS
+    )
+
+
+def replaced_bundle(action: str, old_version_name: str | None, bundle: str) -> str | None:
+    """The bundle a `set` replaced (it lost a device: an uninstall), or None."""
+    if action != INSTALL:
+        return None
+    old = bundle_of(old_version_name)
+    return old if old and old != bundle else None
+
 
 _VERSION = re.compile(
     r"[vV]?(\d{1,9})(?:\.(\d{1,9}))?(?:\.(\d{1,9}))?(\D.*)?", re.DOTALL | re.ASCII
@@ -52,7 +97,7 @@ def download_fail_is_legacy(plugin_version: str | None, platform: str = "") -> b
 
 def counts_as_failure(action: str, plugin_version: str | None, platform: str = "") -> bool:
     """An action ending in _fail, except a legacy download_fail (see download_fail_is_legacy)."""
-    if not action.endswith("_fail"):
+    if not is_failure_action(action):
         return False
     return not (action == "download_fail" and download_fail_is_legacy(plugin_version, platform))
 
@@ -68,14 +113,146 @@ def version_group(bundle: str | None) -> str:
 
 def counts_as(row: dict, include_dev: bool = False) -> list[str]:
     """The figures a raw event adds one to: install, uninstall (of old_version_name), failure."""
-    if not include_dev and (not row["is_prod"] or row["is_emulator"]):
+    if not include_dev and not is_prod(row["is_prod"], row["is_emulator"]):
         return []
     figures = []
-    if row["action"] == "set":
+    if row["action"] == INSTALL:
         figures.append("install")
-        old = (row["old_version_name"] or "").split(":", 1)[0]
-        if old and old != row["bundle"]:
+        if replaced_bundle(row["action"], row["old_version_name"], row["bundle"]):
             figures.append("uninstall")
     if counts_as_failure(row["action"], row["plugin_version"], row["platform"]):
         figures.append("failure")
     return figures
+
+
+# -- the fold -----------------------------------------------------------------------------------
+# A batch of raw events, in id order, becomes deltas: counts to add to each rollup row, and the
+# new state of each device the batch touched. Folding a sequence in any split gives the same
+# tables as folding it at once: each event is applied in order to the state the one before left.
+
+# What the fold reads of each raw event, in this order.
+FOLD_COLUMNS = (
+    "id", "at", "app_id", "device_id", "action", "platform", "version_name",
+    "old_version_name", "plugin_version", "version_os", "is_emulator", "is_prod",
+)  # fmt: skip
+
+DAY_HOURS = DAY_MS // HOUR_MS
+# A device's latest state: (first_seen, last_seen, platform, prod, bundle, bundle_at).
+Device = tuple[int, int, str, int, str | None, int | None]
+DeviceKey = tuple[str, str]  # (app_id, device_id)
+DayKey = tuple[str, int, str]  # (app_id, day, device_id)
+
+# The tables of counts, each with its key columns then its count column, as schema.sql has them.
+COUNTS = {
+    "rollup_hour": ("app_id", "hour", "action", "bundle", "platform", "prod", "count"),
+    "rollup_day": ("app_id", "day", "action", "bundle", "platform", "prod", "count"),
+    "failure_hour": (
+        "app_id", "hour", "action", "bundle", "platform", "plugin_version", "version_os",
+        "prod", "count",
+    ),
+    "failure_day": (
+        "app_id", "day", "action", "bundle", "platform", "plugin_version", "version_os",
+        "prod", "count",
+    ),
+    "uninstall_day": ("app_id", "day", "bundle", "platform", "prod", "count"),
+    "device_bundle": ("app_id", "platform", "prod", "bundle", "devices"),
+    "device_hour": ("app_id", "hour", "platform", "prod", "devices"),
+    "active_day": ("app_id", "day", "prod", "devices"),
+}  # fmt: skip
+
+
+@dataclass
+class Deltas:
+    """What one fold adds: counts per table and key, device states, devices first seen a day."""
+
+    counts: dict[str, dict[tuple, int]] = field(
+        default_factory=lambda: {table: defaultdict(int) for table in COUNTS}
+    )
+    devices: dict[DeviceKey, Device] = field(default_factory=dict)
+    device_days: dict[DayKey, int] = field(default_factory=dict)  # -> prod of its first event
+
+
+def next_state(
+    state: Device | None, at: int, platform: str, prod: int, bundle: str | None
+) -> Device:
+    """A device's state after one more event (bundle: what it reports running, else None).
+
+    Platform and prod follow the latest event by event time; the bundle follows the latest
+    event that reports one. On a tie, the event folded later wins.
+    """
+    if state is None:
+        return (at, at, platform, prod, bundle, at if bundle is not None else None)
+    first, last, old_platform, old_prod, old_bundle, bundle_at = state
+    if at < last:
+        platform, prod = old_platform, old_prod
+    if bundle is None or at < (bundle_at or 0):
+        bundle, at_bundle = old_bundle, bundle_at
+    else:
+        at_bundle = at
+    return (min(first, at), max(last, at), platform, prod, bundle, at_bundle)
+
+
+def device_buckets(app_id: str, state: Device) -> tuple[tuple, tuple]:
+    """The device_bundle and device_hour keys a device is counted under."""
+    _, last, platform, prod, bundle, _ = state
+    return (app_id, platform, prod, bundle or ""), (app_id, last // HOUR_MS, platform, prod)
+
+
+def fold(rows: Iterable[tuple], devices: dict[DeviceKey, Device], days: set[DayKey]) -> Deltas:
+    """The deltas of a batch of raw events (FOLD_COLUMNS, in id order).
+
+    devices: the current state of the devices the batch names (absent: never seen); days: which
+    of the batch's (app_id, day, device_id) already counted the device as active that day.
+    """
+    deltas = Deltas()
+    counts = deltas.counts
+    # Counted per hour first; the day tables are summed from the hours (24 hours make a day).
+    hours, failures = Counter(), Counter()
+    states, first_days = deltas.devices, deltas.device_days
+    for _, at, app, device, action, platform, version, old, plugin, os_, emulator, flag in rows:
+        prod, bundle, hour = int(is_prod(flag, emulator)), bundle_of(version), at // HOUR_MS
+        hours[(app, hour, action, bundle, platform, prod)] += 1
+        if is_failure_action(action):
+            failures[(app, hour, action, bundle, platform, plugin or "", os_ or "", prod)] += 1
+        replaced = replaced_bundle(action, old, bundle)
+        if replaced:
+            counts["uninstall_day"][(app, at // DAY_MS, replaced, platform, prod)] += 1
+        key = (app, device)
+        running = bundle if reports_running_bundle(action, version) else None
+        states[key] = next_state(states.get(key) or devices.get(key), at, platform, prod, running)
+        day_key = (app, at // DAY_MS, device)
+        if day_key not in first_days and day_key not in days:
+            first_days[day_key] = prod
+    for table, per_hour in (("rollup", hours), ("failure", failures)):
+        counts[f"{table}_hour"].update(per_hour)
+        per_day = counts[f"{table}_day"]
+        for (app, hour, *rest), n in per_hour.items():
+            per_day[(app, hour // DAY_HOURS, *rest)] += n
+    for key, state in states.items():
+        _move(counts, key[0], devices.get(key), state)
+    for (app, day, _), prod in first_days.items():
+        counts["active_day"][(app, day, prod)] += 1
+    return deltas
+
+
+def _move(
+    counts: dict[str, dict[tuple, int]], app_id: str, old: Device | None, new: Device | None
+) -> None:
+    """Move a device's counts in device_bundle and device_hour from its old state to its new."""
+    before = device_buckets(app_id, old) if old is not None else (None, None)
+    after = device_buckets(app_id, new) if new is not None else (None, None)
+    for table, was, now in zip(("device_bundle", "device_hour"), before, after, strict=True):
+        if was == now:
+            continue
+        if was is not None:
+            counts[table][was] -= 1
+        if now is not None:
+            counts[table][now] += 1
+
+
+def unfold_devices(devices: dict[DeviceKey, Device]) -> Deltas:
+    """The deltas of forgetting devices: they leave the device counts (the rollups keep them)."""
+    deltas = Deltas()
+    for (app_id, _), state in devices.items():
+        _move(deltas.counts, app_id, state, None)
+    return deltas

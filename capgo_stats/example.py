@@ -1,7 +1,7 @@
 """The example database: a month of plugin traffic from three apps, the same bytes on every run.
 
-`flask make-example` writes it to stats.db.example. Every event goes through the normal write
-path (protocol.validate, then the store's write), so the rollups are filled as in production.
+`flask make-example` writes it to stats.db.example. Every event goes through the normal path
+(protocol.validate, the store's write, then the fold), so the rollups are filled as in production.
 The story:
 
 - com.example.shop (Android and iOS): everyone runs 2.3.0; 2.4.0 rolls out from day 6 and installs
@@ -22,7 +22,7 @@ import random
 import uuid
 from dataclasses import dataclass, field
 
-from capgo_stats import protocol
+from capgo_stats import fold, protocol
 from capgo_stats.protocol import DAY_MS, HOUR_MS
 from capgo_stats.store import SQLiteStore
 
@@ -212,6 +212,7 @@ def build(path: str) -> int:
         rows = [o for o in outcomes if not isinstance(o, protocol.Refusal)]
         store.write(rows, [o for o in outcomes if isinstance(o, protocol.Refusal)], now)
         stored += len(rows)
+    fold.catch_up(store)
     store.seal()
     os.replace(partial, path)
     return stored

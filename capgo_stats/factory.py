@@ -13,7 +13,7 @@ from capgo_stats.store import open_store
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Create the app: settings, store, routes, commands and background work."""
-    app = Flask(__name__)
+    app = Flask("capgo_stats")  # the package: its templates, its logger name
     app.config.update(settings.load(test_config))
     app.config["MAX_CONTENT_LENGTH"] = app.config["STATS_MAX_BODY"]
     app.json.sort_keys = False
@@ -25,6 +25,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     web.init_app(app)
     cli.init_app(app)
+    if app.config["STATS_FOLD_INTERVAL_S"]:
+        jobs.start_folding(store, app.config["STATS_FOLD_INTERVAL_S"])
     if app.config["STATS_RETENTION_DAYS"]:
         jobs.start_retention(store, app.config["STATS_RETENTION_DAYS"])
     return app

@@ -91,8 +91,17 @@ COLUMNS = (
     "at", "received_at", "device_ts", "app_id", "device_id", "action", "platform",
     "version_name", "old_version_name", "custom_id", "version_build", "version_code",
     "version_os", "plugin_version", "is_emulator", "is_prod", "default_channel", "key_id",
-    "install_source", "metadata",
+    "install_source", "metadata", "fingerprint",
 )  # fmt: skip
+# What a device sent, as stored: every column but the two times we set and the fingerprint.
+SENT = slice(COLUMNS.index("device_ts"), COLUMNS.index("fingerprint"))
+
+
+def fingerprint(sent: tuple) -> int:
+    """A 64-bit hash of the fields a device sent (row[SENT]): the same for a resend, and for
+    events that differ in any field, different (the dedupe key, with device_id and device_ts)."""
+    digest = hashlib.blake2b(repr(sent).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 @dataclass(frozen=True)
@@ -294,9 +303,7 @@ def validate(
         if problem:
             return refuse("invalid_field", problem)
         metadata = json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))
-    return (
-        _event_time(device_ts, now_ms),
-        now_ms,
+    sent = (
         device_ts,
         event["app_id"],
         stored_id("device_id", event["device_id"], secret),
@@ -316,6 +323,9 @@ def validate(
         text.get("install_source") or None,
         metadata,
     )
+    # Without a device timestamp an event has nothing to tell a resend by: it is never deduped.
+    mark = None if device_ts is None else fingerprint(sent)
+    return (_event_time(device_ts, now_ms), now_ms, *sent, mark)
 
 
 def names(setting: str) -> frozenset[str]:

@@ -18,6 +18,7 @@ DEFAULTS: dict[str, Any] = {
     "STATS_BUSY_TIMEOUT_MS": 5000,
     "STATS_DURABLE": False,
     "STATS_RETENTION_DAYS": 0,
+    "STATS_FOLD_INTERVAL_S": 1,
     "STATS_MAX_DB_MB": 0,
     "STATS_READ_TOKEN": "",
     "STATS_INGEST_KEY": "",

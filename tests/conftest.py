@@ -1,6 +1,16 @@
 import pytest
 
 from app import create_app
+from capgo_stats import fold
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_background_fold():
+    """No fold thread in the apps tests make: reads fold what they need, and a thread would
+    outlive its test's database. Real servers (tests/support/live.py) fold in the background."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STATS_FOLD_INTERVAL_S", "0")
+        yield
 
 
 @pytest.fixture
@@ -22,9 +32,10 @@ def runner(app):
 
 @pytest.fixture
 def rows(app):
-    """Read rows straight from the database, to check what was really stored."""
+    """Read rows straight from the database, once the fold has caught up (as any read does)."""
 
     def read(sql="SELECT * FROM event ORDER BY id", params=()):
+        fold.catch_up(app.extensions["store"])
         return app.extensions["store"].query(sql, params)
 
     return read

@@ -89,7 +89,7 @@ def test_counts_escapes_terminal_control_characters_in_app_ids(app, runner):
     # Refused at ingest today, but a database from before that rule can hold such an app id.
     store, now = app.extensions["store"], int(time.time() * 1000)
     row = (now, now, None, "com.\x1b[2Jevil", "d1", "set", "", "") + (None,) * 6
-    store.write([row + (0, 1, None, None, None, None)], [], now)
+    store.write([row + (0, 1, None, None, None, None, None)], [], now)
     result = runner.invoke(args=["counts"])
     assert "\x1b" not in result.output
     assert "com.\\x1b[2Jevil" in result.output

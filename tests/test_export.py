@@ -192,7 +192,7 @@ def _store_events(store, n, now):
     rows = [
         (now, now, now + i, "com.example.app", f"dev-{i}", "set", "android", "1.2.3")
         + (None,) * 6
-        + (0, 1, None, None, None, None)
+        + (0, 1, None, None, None, None, None)
         for i in range(n)
     ]
     store.write(rows, [], now)

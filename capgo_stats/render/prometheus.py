@@ -45,6 +45,12 @@ def render(snapshot: dict[str, Any]) -> str:
         [({"app_id": app}, f"{ms / 1000:.3f}") for app, ms in snapshot["last_event_ms"]],
     )
     lines += _family(
+        "capgo_stats_fold_pending_events",
+        "gauge",
+        "Events stored but not folded into the rollups yet (the fold's backlog) when scraped.",
+        [({}, snapshot["pending"])],
+    )
+    lines += _family(
         "capgo_stats_database_size_bytes",
         "gauge",
         "Bytes on disk of the SQLite database file and its write-ahead log.",

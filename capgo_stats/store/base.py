@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from capgo_stats.counting import DayKey, Deltas, Device, DeviceKey
 from capgo_stats.filters import Filters
 from capgo_stats.protocol import Refusal
+
+# counting.fold: a batch of raw rows, the states they need, to the deltas to write.
+FoldFn = Callable[[list[tuple], dict[DeviceKey, Device], set[DayKey]], Deltas]
 
 
 class StoreUnavailable(Exception):
@@ -46,12 +50,32 @@ class Store(abc.ABC):
         """Store events (a resend once) and tally refusals in one transaction."""
 
     @abc.abstractmethod
-    def forget_device(self, device_ids: list[str], custom_ids: list[str]) -> int:
-        """Delete every event and per-device row of these devices; return how many events."""
+    def forget_device(
+        self, device_ids: list[str], custom_ids: list[str], unfold: Callable[[dict], Deltas]
+    ) -> int:
+        """Delete every event and per-device row of these devices; return how many events.
+
+        `unfold` gives the deltas of the device states being deleted (counting.unfold_devices).
+        """
 
     @abc.abstractmethod
     def prune(self, before_ms: int, chunk: int = 5000) -> int:
-        """Delete raw events older than before_ms; rollups stay. Return how many."""
+        """Delete folded raw events older than before_ms; rollups stay. Return how many."""
+
+    # -- the fold ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def pending(self) -> int:
+        """How many stored events are not folded yet."""
+
+    @abc.abstractmethod
+    def fold(self, fold: FoldFn, limit: int = 5000) -> int:
+        """Fold the next events after the position (deltas and position in one transaction);
+        return how many (0: none pending). `fold` is counting.fold."""
+
+    @abc.abstractmethod
+    def rebuild(self, fold: FoldFn, batch: int = 5000) -> tuple[int, int]:
+        """Recompute the rollups of the period still held as raw events; (events, since)."""
 
     @abc.abstractmethod
     def check_writable(self) -> int:

@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import capgo_stats.store.sqlite_fold as folding
 import capgo_stats.store.sqlite_migrations as migrations
+from capgo_stats.counting import Deltas
 from capgo_stats.filters import Filters
 from capgo_stats.protocol import COLUMNS, DAY_MS, HOUR_MS, Refusal
-from capgo_stats.store.base import Store, StoreUnavailable, day_of
+from capgo_stats.store.base import FoldFn, Store, StoreUnavailable, day_of
 from capgo_stats.store.segments import (
     TIME_COLUMN,
     UNIT_MS,
@@ -36,6 +38,7 @@ from capgo_stats.store.sql import (
 )
 
 log = logging.getLogger("capgo_stats.store")
+UnfoldFn = Callable[[dict], Deltas]
 T = TypeVar("T")
 
 INSERT_EVENT = (
@@ -222,33 +225,92 @@ class SQLiteStore(Store):
         if self._fault:
             self._report_recovery()
 
-    def forget_device(self, device_ids: list[str], custom_ids: list[str]) -> int:
+    def forget_device(self, device_ids: list[str], custom_ids: list[str], unfold: UnfoldFn) -> int:
         """Delete every event and per-device row of these devices; return how many events.
 
         A device is matched by its device_id, or by a custom_id it sent in any of its events
         (so its events from before the app set a custom_id go too). The rollups keep their
-        counts: they hold no device ids.
+        counts (they hold no device ids); the device counts lose the devices (`unfold` says
+        how). Every list is looked up in chunks, so any number of devices can be forgotten.
         """
-        customs = ", ".join("?" * len(custom_ids))
         try:
             with self.transaction() as conn:
-                devices = device_ids + [
-                    row[0]
-                    for row in conn.execute(
-                        f"SELECT DISTINCT device_id FROM event WHERE custom_id IN ({customs})",
-                        custom_ids,
+                devices = set(device_ids)
+                for chunk in _chunked(custom_ids):
+                    devices.update(
+                        row[0]
+                        for row in conn.execute(
+                            "SELECT DISTINCT device_id FROM event"
+                            f" WHERE custom_id IN ({marks(chunk)})",
+                            chunk,
+                        )
                     )
-                ]
-                marks = ", ".join("?" * len(devices))
-                deleted = conn.execute(
-                    f"DELETE FROM event WHERE device_id IN ({marks}) OR custom_id IN ({customs})",
-                    devices + custom_ids,
-                ).rowcount
+                states = {}
+                for chunk in _chunked(sorted(devices)):
+                    for app_id, device_id, *state in conn.execute(
+                        f"SELECT app_id, device_id, {', '.join(folding.DEVICE_COLUMNS)}"
+                        f" FROM device WHERE device_id IN ({marks(chunk)})",
+                        chunk,
+                    ):
+                        states[(app_id, device_id)] = tuple(state)
+                folding.apply(conn, unfold(states))
+                deleted = 0
+                for column, values in (("device_id", sorted(devices)), ("custom_id", custom_ids)):
+                    for chunk in _chunked(values):
+                        deleted += conn.execute(
+                            f"DELETE FROM event WHERE {column} IN ({marks(chunk)})", chunk
+                        ).rowcount
                 for table in ("device", "device_day"):
-                    conn.execute(f"DELETE FROM {table} WHERE device_id IN ({marks})", devices)
+                    for chunk in _chunked(sorted(devices)):
+                        conn.execute(
+                            f"DELETE FROM {table} WHERE device_id IN ({marks(chunk)})", chunk
+                        )
         except sqlite3.DatabaseError as e:
             raise StoreUnavailable(str(e)) from None
         return deleted
+
+    # -- the fold ----------------------------------------------------------------------------
+
+    def pending(self) -> int:
+        """How many stored events the fold has not reached yet."""
+        with self.connection() as conn:
+            return self._wait_for_lock(lambda: folding.pending(conn))
+
+    def fold(self, fold: FoldFn, limit: int = 5000) -> int:
+        """Fold the next `limit` events into the rollups, deltas and position in one
+        transaction; return how many (0: nothing was pending)."""
+        try:
+            with self.transaction() as conn:
+                rows = folding.next_batch(conn, limit)
+                if rows:
+                    folding.fold_batch(conn, fold, rows)
+                    folding.set_position(conn, rows[-1][0])
+        except sqlite3.DatabaseError as e:
+            raise StoreUnavailable(str(e)) from None
+        return len(rows)
+
+    def rebuild(self, fold: FoldFn, batch: int = 5000) -> tuple[int, int]:
+        """Recompute the rollups of the period still held as raw events, in one transaction.
+
+        Returns (events folded, pruned_before). Rows of days and hours before pruned_before (the
+        time before which `prune` deleted raw events) are kept as they are; so are the devices
+        first seen before it, which are folded again over their row rather than from nothing.
+        """
+        try:
+            with self.transaction() as conn:
+                since = folding.position(conn, "pruned_before")
+                floors = folding.clear_held_period(conn, since)
+                folding.set_position(conn, 0)
+                folded = 0
+                while rows := folding.next_batch(conn, batch):
+                    deltas = folding.held_only(folding.fold_batch_deltas(conn, fold, rows), floors)
+                    folding.apply(conn, deltas)
+                    folding.set_position(conn, rows[-1][0])
+                    folded += len(rows)
+                folding.recount_devices(conn)
+        except sqlite3.DatabaseError as e:
+            raise StoreUnavailable(str(e)) from None
+        return folded, since
 
     def _report_fault(self, message: str) -> None:
         """Log a fault once, not once per request."""
@@ -489,7 +551,7 @@ class SQLiteStore(Store):
             where += " AND at <= ? AND (at < ? OR id < ?)"
             params += [after[0], after[0], after[1]]
         return self.query(
-            f"SELECT id, {', '.join(COLUMNS)}, bundle FROM event WHERE {where}"
+            f"SELECT id, {', '.join(SHOWN)}, bundle FROM event WHERE {where}"
             " ORDER BY at DESC, id DESC LIMIT ?",
             [*params, limit],
         )
@@ -547,7 +609,12 @@ class SQLiteStore(Store):
             [*params, limit],
         )
 
-    # -- example database --------------------------------------------------------------------
+    # -- example database and tools ---------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database file and empty it (after a bulk load)."""
+        with self.connection() as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def seal(self) -> None:
         """Leave the file in rollback-journal mode and compacted, to ship it (no -wal file)."""
@@ -562,14 +629,22 @@ class SQLiteStore(Store):
     # -- retention ---------------------------------------------------------------------------
 
     def prune(self, before_ms: int, chunk: int = 5000) -> int:
-        """Delete raw events older than before_ms, a chunk per transaction; rollups stay."""
+        """Delete folded raw events older than before_ms, a chunk per transaction; rollups stay.
+
+        Remembers before_ms as pruned_before (for rebuild): the raw events before it are gone.
+        """
         deleted = 0
+        with self.transaction() as conn:
+            folded = folding.position(conn)
+            if before_ms > folding.position(conn, "pruned_before"):
+                folding.set_position(conn, before_ms, "pruned_before")
         for (app_id,) in self._rows("SELECT DISTINCT app_id FROM device"):
             while True:
+                # Never an event the fold has not counted yet: it would be lost to the rollups.
                 n = self._execute_write(
                     "DELETE FROM event WHERE id IN (SELECT id FROM event"
-                    " WHERE app_id = ? AND at < ? LIMIT ?)",
-                    (app_id, before_ms, chunk),
+                    " WHERE app_id = ? AND at < ? AND id <= ? LIMIT ?)",
+                    (app_id, before_ms, folded, chunk),
                 )
                 deleted += n
                 if n < chunk:
@@ -693,8 +768,16 @@ class SQLiteStore(Store):
         return version
 
 
-# Every column of the event table, generated ones included.
+# Every column of the event table, generated ones included; those an event shows in the API
+# (the fingerprint is only the dedupe key).
 EVENT_COLUMNS = frozenset(("id", *COLUMNS, "bundle"))
+SHOWN = COLUMNS[: COLUMNS.index("fingerprint")]
+
+
+def _chunked(values: list[str]) -> Iterator[list[str]]:
+    """The values in lists of at most folding.CHUNK, for IN (...) lists of any length."""
+    for start in range(0, len(values), folding.CHUNK):
+        yield values[start : start + folding.CHUNK]
 
 
 def _app_ids(conn: sqlite3.Connection) -> list[str]:

@@ -8,10 +8,10 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from capgo_stats.protocol import COLUMNS
+from capgo_stats.protocol import COLUMNS, SENT, fingerprint
 
 SCHEMA = Path(__file__).resolve().parents[2] / "schema.sql"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 log = logging.getLogger("capgo_stats.store")
 
@@ -24,16 +24,18 @@ def version(conn: sqlite3.Connection) -> int:
 def migrate(conn: sqlite3.Connection, path: str) -> None:
     """Bring the database to SCHEMA_VERSION, inside the caller's write transaction."""
     found = version(conn)
-    if found == 1:
-        log.warning("migrating %s to schema %d (rollups)", path, SCHEMA_VERSION)
-        _migrate_1_to_2(conn)  # replays every event: lands on the latest schema
-    elif found in (2, 3):
-        log.warning("migrating %s to schema %d", path, SCHEMA_VERSION)
-        if found == 2:
-            _migrate_2_to_3(conn)
-        _migrate_3_to_4(conn)
-    elif found < SCHEMA_VERSION:
+    if found == 0:
         _run_script(conn, SCHEMA.read_text())
+        return
+    if found >= SCHEMA_VERSION:
+        return
+    log.warning("migrating %s from schema %d to %d", path, found, SCHEMA_VERSION)
+    if found == 1:
+        _migrate_1_to_5(conn)
+    else:
+        for step in STEPS[found - 2 :]:
+            step(conn)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
@@ -41,32 +43,40 @@ def _run_script(conn: sqlite3.Connection, script: str) -> None:
 
     (executescript() would commit first, and a migration must be all or nothing.)
     """
-    statement = ""
+    for statement in _statements(script):
+        conn.execute(statement)
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a SQL script, in order."""
+    statements, statement = [], ""
     for line in script.splitlines(keepends=True):
         statement += line
         if sqlite3.complete_statement(statement):
-            conn.execute(statement)
+            statements.append(statement)
             statement = ""
+    return statements
 
 
-def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
-    """Add the rollups and fill them by replaying every stored event through their trigger."""
-    for index in ("event#dedupe", "event#at", "event#device_id#at"):
-        conn.execute(f'DROP INDEX IF EXISTS "{index}"')
-    conn.execute("ALTER TABLE event RENAME TO event_v1")
+def _migrate_1_to_5(conn: sqlite3.Connection) -> None:
+    """Schema 1 had raw events only: keep them, add every other table; the fold (from position
+    0) then fills the rollups from the events, as it does for new ones."""
+    _rebuild_event(conn)
     _run_script(conn, SCHEMA.read_text())
-    columns = ", ".join(("id", *COLUMNS))
-    conn.execute(f"INSERT INTO event ({columns}) SELECT {columns} FROM event_v1 ORDER BY id")
-    conn.execute("DROP TABLE event_v1")
 
 
 def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
-    """Add failure_day, filled from failure_hour (which survives prune), and its trigger line."""
-    conn.execute('DROP TRIGGER IF EXISTS "event#rollup"')  # recreated below with failure_day
-    # Early schema-2 files still have the indexes schema 2 later replaced: match schema.sql.
-    for index in ("event#dedupe", "event#device_id#at", "device#app_id#last_seen"):
-        conn.execute(f'DROP INDEX IF EXISTS "{index}"')
-    _run_script(conn, SCHEMA.read_text())
+    """Add failure_day, filled from failure_hour (which survives prune)."""
+    # Early schema-2 files kept an index that schema 2 later dropped: it doubled upsert costs.
+    conn.execute('DROP INDEX IF EXISTS "device#app_id#last_seen"')
+    conn.execute(
+        "CREATE TABLE failure_day ("
+        " app_id TEXT NOT NULL, day INTEGER NOT NULL, action TEXT NOT NULL,"
+        " bundle TEXT NOT NULL, platform TEXT NOT NULL, plugin_version TEXT NOT NULL,"
+        " version_os TEXT NOT NULL, prod INTEGER NOT NULL, count INTEGER NOT NULL,"
+        " PRIMARY KEY (app_id, day, action, bundle, platform, plugin_version, version_os, prod)"
+        ") WITHOUT ROWID"
+    )
     conn.execute(
         "INSERT INTO failure_day"
         " (app_id, day, action, bundle, platform, plugin_version, version_os, prod, count)"
@@ -77,7 +87,18 @@ def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
 
 def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
     """Add the device counts, device_bundle and device_hour, filled from the device table."""
-    _run_script(conn, SCHEMA.read_text())
+    conn.execute(
+        "CREATE TABLE device_bundle ("
+        " app_id TEXT NOT NULL, platform TEXT NOT NULL, prod INTEGER NOT NULL,"
+        " bundle TEXT NOT NULL, devices INTEGER NOT NULL,"
+        " PRIMARY KEY (app_id, platform, prod, bundle)) WITHOUT ROWID"
+    )
+    conn.execute(
+        "CREATE TABLE device_hour ("
+        " app_id TEXT NOT NULL, hour INTEGER NOT NULL, platform TEXT NOT NULL,"
+        " prod INTEGER NOT NULL, devices INTEGER NOT NULL,"
+        " PRIMARY KEY (app_id, hour, platform, prod)) WITHOUT ROWID"
+    )
     conn.execute(
         "INSERT INTO device_bundle (app_id, platform, prod, bundle, devices)"
         " SELECT app_id, platform, prod, coalesce(bundle, ''), count(*) FROM device"
@@ -88,3 +109,58 @@ def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
         " SELECT app_id, last_seen / 3600000, platform, prod, count(*) FROM device"
         " GROUP BY 1, 2, 3, 4"
     )
+
+
+def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
+    """Drop the triggers (the fold keeps the rollups now), give events never-reused ids and
+    the fingerprint dedupe key, and record the fold's position: every event so far is counted.
+
+    pruned_before is taken as the oldest raw event's time: nothing older is held, whether or
+    not it was ever pruned.
+    """
+    triggers = conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
+    for (name,) in triggers:
+        conn.execute(f'DROP TRIGGER "{name}"')
+    _rebuild_event(conn)
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID")
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES"
+        " ('fold_position', (SELECT coalesce(max(id), 0) FROM event)),"
+        " ('pruned_before', (SELECT coalesce(min(at), 0) FROM event))"
+    )
+
+
+STEPS = (_migrate_2_to_3, _migrate_3_to_4, _migrate_4_to_5)
+
+
+def _rebuild_event(conn: sqlite3.Connection) -> None:
+    """Copy the event table into schema.sql's (AUTOINCREMENT ids, the fingerprint), ids kept.
+
+    Only the last step to the current schema may use schema.sql's event table: an older step
+    that needs it gets its own frozen copy when the event table changes again.
+    """
+    conn.execute("ALTER TABLE event RENAME TO event_old")
+    indexes = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'event_old'"
+        " AND sql IS NOT NULL"
+    ).fetchall()
+    for (name,) in indexes:
+        conn.execute(f'DROP INDEX "{name}"')
+    for statement in _statements(SCHEMA.read_text()):
+        if "TABLE IF NOT EXISTS event (" in statement or " ON event (" in statement:
+            conn.execute(statement)
+    conn.create_function("fingerprint", len(SENT_COLUMNS), _fingerprint, deterministic=True)
+    stored = ", ".join(("id", *COLUMNS[:-1]))
+    conn.execute(
+        f"INSERT INTO event ({stored}, fingerprint)"
+        f" SELECT {stored}, fingerprint({', '.join(SENT_COLUMNS)}) FROM event_old ORDER BY id"
+    )
+    conn.execute("DROP TABLE event_old")
+
+
+SENT_COLUMNS = COLUMNS[SENT]
+
+
+def _fingerprint(*sent: object) -> int | None:
+    """protocol.fingerprint of a stored row's sent fields; None without a device timestamp."""
+    return None if sent[0] is None else fingerprint(sent)

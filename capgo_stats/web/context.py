@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import current_app, request
 
-from capgo_stats import filters
+from capgo_stats import filters, fold
 from capgo_stats.errors import invalid_filter
 from capgo_stats.filters import Filters
 from capgo_stats.protocol import stored_id as _stored_id
@@ -17,6 +17,13 @@ from capgo_stats.store import Store
 def get_store() -> Store:
     """The current app's store."""
     return current_app.extensions["store"]
+
+
+def read_store() -> Store:
+    """The current app's store, with every event answered so far folded: for the reads."""
+    store = get_store()
+    fold.before_read(store)
+    return store
 
 
 def setting(name: str) -> Any:

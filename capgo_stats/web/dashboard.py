@@ -12,7 +12,7 @@ from flask import Blueprint, render_template, request, url_for
 
 from capgo_stats import protocol, reports
 from capgo_stats.render import charts
-from capgo_stats.web.context import get_store, query_filters, query_flag
+from capgo_stats.web.context import query_filters, query_flag, read_store
 
 bp = Blueprint("dashboard", __name__)
 
@@ -49,7 +49,10 @@ def devices_url(report: dict, version: str) -> str:
 def dashboard() -> str:
     """The dashboard: one app's versions, timelines, failures and refused events."""
     report = reports.dashboard(
-        get_store(), query_filters(allow_action=False), query_flag("include_dev"), protocol.now_ms()
+        read_store(),
+        query_filters(allow_action=False),
+        query_flag("include_dev"),
+        protocol.now_ms(),
     )
     return render_template(
         "dashboard.html",

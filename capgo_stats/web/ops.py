@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app
 
+from capgo_stats import fold
 from capgo_stats.errors import ApiError
 from capgo_stats.render import export, prometheus
 from capgo_stats.store import StoreUnavailable
@@ -44,20 +45,31 @@ def _beating(chunks: Iterator[str], heartbeat: Callable[[], None]) -> Iterator[s
 @bp.get("/metrics")
 def metrics_text() -> Response:
     """GET /metrics: stored and refused events, last arrival, database size, for Prometheus."""
-    text = prometheus.render(get_store().metrics())
+    store = get_store()
+    pending = store.pending()  # the backlog as found, before this read folds it
+    fold.before_read(store)
+    text = prometheus.render({**store.metrics(), "pending": pending})
     return Response(text, content_type=prometheus.CONTENT_TYPE)
 
 
 @bp.get("/healthz")
 def healthz() -> Any:
-    """GET /healthz: 200 when the database answers and takes writes, else 503."""
+    """GET /healthz: 200 when the database answers and takes writes, else 503; and how many
+    events wait for the fold."""
     try:
-        version = get_store().check_writable()
+        store = get_store()
+        version = store.check_writable()
+        pending = store.pending()
     except StoreUnavailable:
         raise ApiError(
             503, "storage_unavailable", "The database cannot take writes right now."
         ) from None
-    return {"status": "ok", "database": "writable", "schema_version": version}
+    return {
+        "status": "ok",
+        "database": "writable",
+        "schema_version": version,
+        "pending_events": pending,
+    }
 
 
 @bp.get("/openapi.json")

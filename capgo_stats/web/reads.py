@@ -11,7 +11,7 @@ from flask import Blueprint, request
 from capgo_stats import filters, protocol, reports
 from capgo_stats.errors import invalid_filter
 from capgo_stats.filters import Filters
-from capgo_stats.web.context import get_store, query_filters, query_flag, stored_id
+from capgo_stats.web.context import query_filters, query_flag, read_store, stored_id
 
 bp = Blueprint("reads", __name__)
 
@@ -41,14 +41,14 @@ def _cursor() -> str | None:
 @bp.get("/stats/counts")
 def counts() -> dict:
     """GET /stats/counts: how many events each app sent of each action."""
-    return {"counts": get_store().counts(query_filters())}
+    return {"counts": read_store().counts(query_filters())}
 
 
 @bp.get("/stats/versions")
 def versions() -> dict:
     """GET /stats/versions: one row per bundle version of an app."""
     report_filters = query_filters(allow_action=False)
-    return reports.versions(get_store(), report_filters, query_flag("include_dev"))
+    return reports.versions(read_store(), report_filters, query_flag("include_dev"))
 
 
 @bp.get("/stats/timeline")
@@ -57,7 +57,7 @@ def timeline() -> dict:
     report_filters = query_filters(allow_action=False)
     interval = request.args.get("interval") or "day"
     return reports.timeline(
-        get_store(), report_filters, interval, query_flag("include_dev"), protocol.now_ms()
+        read_store(), report_filters, interval, query_flag("include_dev"), protocol.now_ms()
     )
 
 
@@ -66,7 +66,7 @@ def failures() -> dict:
     """GET /stats/failures: failures by action and version, plugin, OS and platform."""
     report_filters = query_filters(allow_action=False)
     version = request.args.get("version") or None
-    return reports.failures(get_store(), report_filters, query_flag("include_dev"), version)
+    return reports.failures(read_store(), report_filters, query_flag("include_dev"), version)
 
 
 @bp.get("/stats/summary")
@@ -74,7 +74,7 @@ def summary() -> dict:
     """GET /stats/summary: last event and recently active devices of an app."""
     report_filters = query_filters(allow_action=False)
     return reports.summary(
-        get_store(), report_filters, query_flag("include_dev"), protocol.now_ms()
+        read_store(), report_filters, query_flag("include_dev"), protocol.now_ms()
     )
 
 
@@ -82,7 +82,7 @@ def summary() -> dict:
 def rejected() -> dict:
     """GET /stats/rejected: refused events by day, app, reason and action."""
     with_unknown_app = query_flag("include_unknown_app")
-    return reports.rejected(get_store(), query_filters(), with_unknown_app)
+    return reports.rejected(read_store(), query_filters(), with_unknown_app)
 
 
 @bp.get("/stats/events")
@@ -90,7 +90,7 @@ def event_list() -> dict:
     """GET /stats/events: raw events, every filter, newest first, a page at a time."""
     event_filters = query_filters(EVENT_FILTERS)
     return reports.event_list(
-        get_store(), event_filters, _limit(), _cursor(), query_flag("include_dev")
+        read_store(), event_filters, _limit(), _cursor(), query_flag("include_dev")
     )
 
 
@@ -112,11 +112,11 @@ def devices() -> dict:
     _cursor()
     # The list pages by device id (`after`), the events of a custom_id by event cursor.
     after = request.args.get("after") or None
-    return reports.device_list(get_store(), device_filters, device_filters.prod, _limit(), after)
+    return reports.device_list(read_store(), device_filters, device_filters.prod, _limit(), after)
 
 
 def _device(device_filters: Filters) -> dict:
     """The drill-down answer for a device_id or custom_id filter."""
     return reports.device(
-        get_store(), device_filters, _limit(), _cursor(), query_flag("include_dev")
+        read_store(), device_filters, _limit(), _cursor(), query_flag("include_dev")
     )

@@ -1,0 +1,182 @@
+"""The fold's SQL on SQLite: read the events after the fold's position, the device states they
+need, and write the deltas counting.fold made of them, all inside the caller's transaction.
+
+Each rollup row is written once per fold (the deltas are summed per key first), in key order.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+
+from capgo_stats.counting import COUNTS, FOLD_COLUMNS, DayKey, Deltas, Device, DeviceKey
+from capgo_stats.protocol import DAY_MS, HOUR_MS
+from capgo_stats.store.base import FoldFn
+
+CHUNK = 300  # keys per look-up: well under SQLite's 32,766 variables
+DEVICE_COLUMNS = ("first_seen", "last_seen", "platform", "prod", "bundle", "bundle_at")
+
+
+def _plain(conn: sqlite3.Connection) -> sqlite3.Cursor:
+    """A cursor that returns plain tuples (the pool's connections return sqlite3.Row)."""
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    return cursor
+
+
+def position(conn: sqlite3.Connection, key: str = "fold_position") -> int:
+    """A value of the meta table: the fold's position, or pruned_before."""
+    return conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
+
+
+def set_position(conn: sqlite3.Connection, value: int, key: str = "fold_position") -> None:
+    """Set a value of the meta table."""
+    conn.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
+
+
+def pending(conn: sqlite3.Connection) -> int:
+    """How many stored events are not folded yet."""
+    after = position(conn)
+    return conn.execute("SELECT count(*) FROM event WHERE id > ?", (after,)).fetchone()[0]
+
+
+def next_batch(conn: sqlite3.Connection, limit: int) -> list[tuple]:
+    """The next `limit` events after the fold's position, in id order (FOLD_COLUMNS)."""
+    return (
+        _plain(conn)
+        .execute(
+            f"SELECT {', '.join(FOLD_COLUMNS)} FROM event WHERE id > ? ORDER BY id LIMIT ?",
+            (position(conn), limit),
+        )
+        .fetchall()
+    )
+
+
+def fold_batch(conn: sqlite3.Connection, fold: FoldFn, rows: list[tuple]) -> None:
+    """Fold rows: read the state they need and write their deltas."""
+    apply(conn, fold_batch_deltas(conn, fold, rows))
+
+
+def fold_batch_deltas(conn: sqlite3.Connection, fold: FoldFn, rows: list[tuple]) -> Deltas:
+    """The deltas of rows, from the device states and active days stored now."""
+    devices = device_states(conn, {(row[2], row[3]) for row in rows})
+    days = seen_days(conn, {(row[2], row[1] // DAY_MS, row[3]) for row in rows})
+    return fold(rows, devices, days)
+
+
+# -- rebuild: the held period folded again -------------------------------------------------------
+
+HOUR_TABLES = ("rollup_hour", "failure_hour")
+DAY_TABLES = ("rollup_day", "failure_day", "uninstall_day", "active_day", "device_day")
+
+
+def clear_held_period(conn: sqlite3.Connection, since: int) -> tuple[int, int]:
+    """Delete the rows that the raw events from `since` on make again; return the first hour
+    and day that are wholly held (raw events of the hour or day before `since` are gone)."""
+    hour, day = -(-since // HOUR_MS), -(-since // DAY_MS)
+    for table in HOUR_TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE hour >= ?", (hour,))
+    for table in DAY_TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE day >= ?", (day,))
+    conn.execute("DELETE FROM device WHERE first_seen >= ?", (since,))
+    return hour, day
+
+
+def held_only(deltas: Deltas, floors: tuple[int, int]) -> Deltas:
+    """The deltas without what falls before the wholly held hours and days (kept as they are),
+    and without device counts (recount_devices makes them from the device table)."""
+    hour, day = floors
+    for table, counts in deltas.counts.items():
+        if table in ("device_bundle", "device_hour"):
+            counts.clear()
+            continue
+        floor = hour if table in HOUR_TABLES else day
+        for key in [key for key in counts if key[1] < floor]:
+            del counts[key]
+    for key in [key for key in deltas.device_days if key[1] < day]:
+        del deltas.device_days[key]
+    return deltas
+
+
+def recount_devices(conn: sqlite3.Connection) -> None:
+    """Count device_bundle and device_hour again from the device table."""
+    conn.execute("DELETE FROM device_bundle")
+    conn.execute("DELETE FROM device_hour")
+    conn.execute(
+        "INSERT INTO device_bundle (app_id, platform, prod, bundle, devices)"
+        " SELECT app_id, platform, prod, coalesce(bundle, ''), count(*) FROM device"
+        " GROUP BY 1, 2, 3, 4"
+    )
+    conn.execute(
+        "INSERT INTO device_hour (app_id, hour, platform, prod, devices)"
+        f" SELECT app_id, last_seen / {HOUR_MS}, platform, prod, count(*) FROM device"
+        " GROUP BY 1, 2, 3, 4"
+    )
+
+
+def _lookup(conn: sqlite3.Connection, sql: str, keys: Iterable[tuple]) -> Iterator[tuple]:
+    """Rows of `sql` for these keys: grouped by all but their last part, each group looked up
+    on the primary key as `prefix = ? ... AND last IN (...)`, CHUNK keys at a time.
+
+    (A row-value `(a, b) IN (VALUES ...)` scans the whole table instead.)
+    """
+    groups: dict[tuple, list] = {}
+    for key in keys:
+        groups.setdefault(key[:-1], []).append(key[-1])
+    cursor = _plain(conn)
+    for prefix, lasts in sorted(groups.items()):
+        lasts.sort()
+        for start in range(0, len(lasts), CHUNK):
+            chunk = lasts[start : start + CHUNK]
+            yield from cursor.execute(
+                sql.format(marks=", ".join("?" * len(chunk))), (*prefix, *chunk)
+            )
+
+
+def device_states(conn: sqlite3.Connection, keys: set[DeviceKey]) -> dict[DeviceKey, Device]:
+    """The stored state of these (app_id, device_id); absent ones were never seen."""
+    sql = (
+        f"SELECT app_id, device_id, {', '.join(DEVICE_COLUMNS)} FROM device"
+        " WHERE app_id = ? AND device_id IN ({marks})"
+    )
+    return {(row[0], row[1]): row[2:] for row in _lookup(conn, sql, keys)}
+
+
+def seen_days(conn: sqlite3.Connection, keys: set[DayKey]) -> set[DayKey]:
+    """Which of these (app_id, day, device_id) already counted the device as active."""
+    sql = (
+        "SELECT app_id, day, device_id FROM device_day"
+        " WHERE app_id = ? AND day = ? AND device_id IN ({marks})"
+    )
+    return set(_lookup(conn, sql, keys))
+
+
+def apply(conn: sqlite3.Connection, deltas: Deltas) -> None:
+    """Write deltas: add the counts (each key once, in key order), set the device states."""
+    for table, counts in deltas.counts.items():
+        changes = sorted((key, n) for key, n in counts.items() if n)
+        if changes:
+            conn.executemany(_add_sql(table), [(*key, n) for key, n in changes])
+    if deltas.devices:
+        columns = ("app_id", "device_id", *DEVICE_COLUMNS)
+        conn.executemany(
+            f"INSERT INTO device ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            " ON CONFLICT (app_id, device_id) DO UPDATE SET "
+            + ", ".join(f"{name} = excluded.{name}" for name in DEVICE_COLUMNS),
+            [(*key, *state) for key, state in sorted(deltas.devices.items())],
+        )
+    if deltas.device_days:
+        conn.executemany(
+            "INSERT INTO device_day (app_id, day, device_id, prod) VALUES (?, ?, ?, ?)",
+            [(*key, prod) for key, prod in sorted(deltas.device_days.items())],
+        )
+
+
+def _add_sql(table: str) -> str:
+    """The upsert that adds a delta to one row of a table of counts."""
+    *keys, count = COUNTS[table]
+    columns = ", ".join((*keys, count))
+    return (
+        f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * (len(keys) + 1))})"
+        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {count} = {count} + excluded.{count}"
+    )

@@ -1,0 +1,148 @@
+"""The counting rules as tables, and the fold's state machine: one row, one rule."""
+
+import pytest
+
+from capgo_stats import counting
+
+HOUR = 3_600_000
+
+
+@pytest.mark.parametrize(
+    "is_prod, is_emulator, counted",
+    [(1, 0, True), (True, False, True), (0, 0, False), (1, 1, False), (0, 1, False)],
+)
+def test_only_production_builds_on_real_devices_count(is_prod, is_emulator, counted):
+    assert counting.is_prod(is_prod, is_emulator) is counted
+
+
+@pytest.mark.parametrize(
+    "version_name, bundle",
+    [("1.2.3", "1.2.3"), ("1.2.3:www/main.js", "1.2.3"), ("a:b:c", "a"), ("", ""), (None, "")],
+)
+def test_the_bundle_is_the_version_name_up_to_its_first_colon(version_name, bundle):
+    assert counting.bundle_of(version_name) == bundle
+
+
+@pytest.mark.parametrize(
+    "action, version_name, reports",
+    [
+        ("set", "1.2.3", True),
+        ("app_moved_to_foreground", "1.2.3", True),
+        ("app_launch_ready", "builtin", True),
+        ("set", "", False),  # no version: nothing to report
+        ("set_fail", "1.2.3", False),  # a failure does not move the device
+        ("unzip_fail", "1.2.3", False),
+        ("download_complete", "1.2.3", False),  # downloads name the target bundle
+        ("download_40", "1.2.3", False),
+        ("download_manifest_start", "1.2.3", False),
+        ("download_zip_complete", "1.2.3", False),
+        ("set_next", "1.2.3", False),
+        ("delete", "1.2.3", False),
+        ("uninstall", "1.2.3", False),
+        ("checksum_required", "1.2.3", False),
+        ("insufficient_disk_space", "1.2.3", False),
+    ],
+)
+def test_which_events_report_the_bundle_a_device_runs(action, version_name, reports):
+    assert counting.reports_running_bundle(action, version_name) is reports
+
+
+@pytest.mark.parametrize(
+    "action, old_version_name, bundle, replaced",
+    [
+        ("set", "1.0.0", "1.1.0", "1.0.0"),
+        ("set", "1.0.0:www/app.js", "1.1.0", "1.0.0"),
+        ("set", "1.1.0", "1.1.0", None),  # the same bundle set again
+        ("set", "", "1.1.0", None),  # old plugins and billingOnly send none
+        ("set", None, "1.1.0", None),
+        ("set", "builtin", "1.1.0", "builtin"),
+        ("set_fail", "1.0.0", "1.1.0", None),  # only a set replaces
+    ],
+)
+def test_a_set_that_replaced_another_bundle_is_an_uninstall_of_it(
+    action, old_version_name, bundle, replaced
+):
+    assert counting.replaced_bundle(action, old_version_name, bundle) == replaced
+
+
+@pytest.mark.parametrize(
+    "action, failure",
+    [("set_fail", True), ("download_fail", True), ("checksum_fail", True), ("set", False),
+     ("failed", False), ("checksum_required", False), ("app_crash", False)],
+)  # fmt: skip
+def test_a_failure_action_ends_in_fail(action, failure):
+    assert counting.is_failure_action(action) is failure
+
+
+NEW = (100, 100, "ios", 1, "1.0.0", 100)
+
+
+@pytest.mark.parametrize(
+    "state, event, after",
+    [
+        (None, (100, "ios", 1, "1.0.0"), NEW),
+        (None, (100, "ios", 1, None), (100, 100, "ios", 1, None, None)),
+        # a later event moves platform, prod and (when it reports one) the bundle
+        (NEW, (200, "android", 0, "1.1.0"), (100, 200, "android", 0, "1.1.0", 200)),
+        # a later event that reports no bundle keeps the bundle
+        (NEW, (200, "android", 1, None), (100, 200, "android", 1, "1.0.0", 100)),
+        # an earlier event (sent late) moves only first_seen
+        (NEW, (50, "android", 0, "0.9.0"), (50, 100, "ios", 1, "1.0.0", 100)),
+        # on a tie the event folded later wins
+        (NEW, (100, "android", 0, "1.1.0"), (100, 100, "android", 0, "1.1.0", 100)),
+    ],
+)
+def test_a_devices_state_follows_its_latest_event(state, event, after):
+    assert counting.next_state(state, *event) == after
+
+
+def row(event_id, at, action="set", device="d1", version="1.0.0", old=None, prod=1, emulator=0):
+    """A raw event as the fold reads it (FOLD_COLUMNS)."""
+    return (event_id, at, "com.a", device, action, "ios", version, old, "8.51.0", "17.4",
+            emulator, prod)  # fmt: skip
+
+
+def test_a_fold_counts_each_rollup_row_once_per_key():
+    deltas = counting.fold(
+        [row(1, 10), row(2, 20), row(3, 30, action="unzip_fail", version="1.1.0")], {}, set()
+    )
+    counts = deltas.counts
+    assert counts["rollup_hour"] == {
+        ("com.a", 0, "set", "1.0.0", "ios", 1): 2,
+        ("com.a", 0, "unzip_fail", "1.1.0", "ios", 1): 1,
+    }
+    assert counts["failure_day"] == {
+        ("com.a", 0, "unzip_fail", "1.1.0", "ios", "8.51.0", "17.4", 1): 1
+    }
+    assert dict(counts["active_day"]) == {("com.a", 0, 1): 1}
+    assert dict(counts["device_bundle"]) == {("com.a", "ios", 1, "1.0.0"): 1}
+    assert deltas.devices == {("com.a", "d1"): (10, 30, "ios", 1, "1.0.0", 20)}
+
+
+def test_a_fold_moves_a_known_device_from_its_old_counts_to_its_new_ones():
+    known = {("com.a", "d1"): (10, 20, "ios", 1, "1.0.0", 20)}
+    deltas = counting.fold(
+        [row(5, 2 * HOUR, version="1.1.0", old="1.0.0")], known, {("com.a", 0, "d1")}
+    )
+    counts = deltas.counts
+    assert dict(counts["device_bundle"]) == {
+        ("com.a", "ios", 1, "1.0.0"): -1,
+        ("com.a", "ios", 1, "1.1.0"): 1,
+    }
+    assert dict(counts["device_hour"]) == {("com.a", 0, "ios", 1): -1, ("com.a", 2, "ios", 1): 1}
+    assert dict(counts["uninstall_day"]) == {("com.a", 0, "1.0.0", "ios", 1): 1}
+    assert dict(counts["active_day"]) == {}  # already counted active that day
+    assert deltas.device_days == {}
+
+
+def test_a_dev_build_is_folded_apart_from_production():
+    deltas = counting.fold([row(1, 10, prod=0), row(2, 11, device="d2", emulator=1)], {}, set())
+    assert set(deltas.counts["rollup_day"]) == {("com.a", 0, "set", "1.0.0", "ios", 0)}
+    assert deltas.counts["rollup_day"][("com.a", 0, "set", "1.0.0", "ios", 0)] == 2
+
+
+def test_forgetting_devices_takes_them_out_of_the_device_counts_only():
+    deltas = counting.unfold_devices({("com.a", "d1"): (10, 2 * HOUR, "ios", 1, "1.0.0", 20)})
+    assert dict(deltas.counts["device_bundle"]) == {("com.a", "ios", 1, "1.0.0"): -1}
+    assert dict(deltas.counts["device_hour"]) == {("com.a", 2, "ios", 1): -1}
+    assert not deltas.counts["rollup_day"]

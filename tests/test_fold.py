@@ -1,0 +1,210 @@
+"""The fold: rollups are derived from the raw events, in batches, whatever the split, and every
+read sees every event answered 200."""
+
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app import create_app
+from capgo_stats import counting, fold, protocol
+from support.client import post_ok
+from support.old_schema import old_database
+from support.payloads import event
+
+HOUR, DAY = 3_600_000, 86_400_000
+NOW = protocol.now_ms()
+DERIVED = [*counting.COUNTS, "device", "device_day"]
+
+
+def derived(store):
+    """Every derived table, as sorted rows (zero counts left out: nothing reads them)."""
+    tables = {}
+    for table in DERIVED:
+        count = counting.COUNTS.get(table, (None,))[-1]
+        where = f" WHERE {count} <> 0" if count else ""
+        tables[table] = [tuple(r.values()) for r in store.query(f"SELECT * FROM {table}{where}")]
+        tables[table].sort()
+    return tables
+
+
+def new_app(tmp_path_factory, **settings_):
+    """A fresh app on its own database."""
+    return create_app({"STATS_DB": str(tmp_path_factory.mktemp("db") / "s.db"), **settings_})
+
+
+stories = st.lists(
+    st.tuples(
+        st.sampled_from(["com.a", "com.b"]),
+        st.sampled_from(["d1", "d2", "d3"]),
+        st.sampled_from(["set", "set_fail", "download_complete", "app_moved_to_foreground"]),
+        st.sampled_from(["ios", "android"]),
+        st.sampled_from(["1.0.0", "1.1.0", "1.1.0:www/a.js", "builtin", ""]),
+        st.sampled_from(["", "1.0.0", "1.1.0"]),
+        st.booleans(),
+        st.integers(min_value=0, max_value=3 * DAY),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+def bodies(story):
+    """The events of a story as the plugin sends them."""
+    return [
+        event(app_id=app, device_id=device, action=action, platform=platform,
+              version_name=version, old_version_name=old, is_prod=prod, timestamp=NOW - ago)
+        for app, device, action, platform, version, old, prod, ago in story
+    ]  # fmt: skip
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(story=stories, sizes=st.lists(st.integers(min_value=1, max_value=7), min_size=1))
+def test_folding_any_split_of_the_events_gives_the_rollups_of_folding_them_at_once(
+    tmp_path_factory, story, sizes
+):
+    at_once, split = new_app(tmp_path_factory), new_app(tmp_path_factory)
+    post_ok(at_once.test_client(), bodies(story))
+    post_ok(split.test_client(), bodies(story))
+    fold.catch_up(at_once.extensions["store"])
+    store, n = split.extensions["store"], 0
+    while store.pending():
+        store.fold(counting.fold, sizes[n % len(sizes)])
+        n += 1
+    assert derived(split.extensions["store"]) == derived(at_once.extensions["store"])
+
+
+def recount(store):
+    """Events per (app, day, action, bundle, platform, prod), straight from the raw events."""
+    rows = store.query(
+        "SELECT app_id, at / 86400000 AS day, action, bundle, platform,"
+        " is_prod AND NOT is_emulator AS prod, count(*) AS n FROM event GROUP BY 1, 2, 3, 4, 5, 6"
+    )
+    return sorted(tuple(r.values()) for r in rows)
+
+
+def rollup(store, table="rollup_day"):
+    """A rollup's rows, as recount() gives them."""
+    rows = store.query(f"SELECT app_id, day, action, bundle, platform, prod, count FROM {table}")
+    return sorted(tuple(r.values()) for r in rows if r["count"])
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(story=stories, resent=st.integers(min_value=0, max_value=10), forget=st.booleans())
+def test_the_rollups_always_equal_a_recount_of_every_event_ever_stored(
+    tmp_path_factory, story, resent, forget
+):
+    app = new_app(tmp_path_factory)
+    client, store = app.test_client(), app.extensions["store"]
+    sent = bodies(story)
+    post_ok(client, sent[: len(sent) // 2])
+    fold.catch_up(store)
+    post_ok(client, sent[len(sent) // 2 :] + sent[:resent])  # resends are stored once
+    expected = recount(store)  # every event stored, before any is deleted
+    if forget:
+        fold.forget_device(store, ["d1"], [])  # the rollups keep the counts of its events
+    fold.prune(store, NOW - DAY)  # and keep those of the pruned raw events
+    assert rollup(store) == expected
+
+
+def test_two_workers_on_one_database_read_each_others_writes_at_once(tmp_path):
+    path = str(tmp_path / "shared.db")
+    writer, reader = create_app({"STATS_DB": path}), create_app({"STATS_DB": path})
+    for n in range(1, 4):
+        post_ok(writer.test_client(), [event(device_id=f"d{n}", timestamp=NOW - n)])
+        counts = reader.test_client().get("/stats/counts").json["counts"]
+        assert counts == [{"app_id": "com.example.app", "action": "set", "count": n}]
+        versions = reader.test_client().get("/stats/versions?app_id=com.example.app").json
+        assert versions["versions"][0]["installs"] == n
+
+
+@pytest.mark.parametrize(
+    "url", ["/stats/counts", "/stats/versions", "/stats/timeline", "/stats/failures",
+            "/stats/summary", "/", "/metrics"],
+)  # fmt: skip
+def test_every_read_folds_what_is_pending_first(client, app, url):
+    post_ok(client, [event(timestamp=NOW - 1)])
+    store = app.extensions["store"]
+    assert store.pending() == 1
+    assert client.get(url).status_code == 200
+    assert store.pending() == 0
+
+
+def test_flask_counts_counts_an_event_nothing_has_folded_yet(client, runner):
+    post_ok(client, [event(timestamp=NOW - 1)])
+    result = runner.invoke(args=["counts"])
+    assert result.exit_code == 0, result.output
+    assert "com.example.app" in result.output and result.output.rstrip().endswith("1")
+
+
+def test_the_backlog_shows_in_healthz_and_metrics_and_flask_fold_clears_it(client, runner, app):
+    post_ok(client, [event(device_id=f"d{i}", timestamp=NOW - i) for i in range(3)])
+    assert client.get("/healthz").json["pending_events"] == 3
+    result = runner.invoke(args=["fold"])
+    assert result.exit_code == 0 and "Folded 3 events" in result.output
+    assert client.get("/healthz").json["pending_events"] == 0
+    post_ok(client, [event(device_id="late", timestamp=NOW)])
+    assert "capgo_stats_fold_pending_events 1\n" in client.get("/metrics").get_data(as_text=True)
+
+
+def test_the_server_folds_in_the_background_without_any_read(tmp_path):
+    app = create_app({"STATS_DB": str(tmp_path / "bg.db"), "STATS_FOLD_INTERVAL_S": 0.05})
+    post_ok(app.test_client(), [event(device_id=f"d{i}", timestamp=NOW - i) for i in range(5)])
+    store, deadline = app.extensions["store"], time.monotonic() + 5
+    while store.pending() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert store.pending() == 0
+
+
+def test_prune_never_deletes_an_event_the_fold_has_not_counted(app, client):
+    store = app.extensions["store"]
+    post_ok(client, [event(device_id=f"d{i}", timestamp=NOW - 20 * DAY) for i in range(4)])
+    assert store.prune(NOW - DAY) == 0  # the store alone: nothing is folded, nothing goes
+    assert fold.prune(store, NOW - DAY) == 4  # the fold first, then the prune
+    assert client.get("/stats/counts").json["counts"][0]["count"] == 4
+
+
+def test_rebuild_recomputes_the_held_period_and_keeps_pruned_history(app, client, runner):
+    store = app.extensions["store"]
+    post_ok(client, [event(device_id=f"old{i}", timestamp=NOW - 30 * DAY) for i in range(3)])
+    post_ok(client, [event(device_id=f"new{i}", timestamp=NOW - i * HOUR) for i in range(5)])
+    fold.prune(store, NOW - 10 * DAY)
+    before = derived(store)
+    # a counting rule that changed: the stored rollups of the held period no longer agree
+    with store.transaction() as conn:
+        conn.execute("UPDATE rollup_day SET count = count + 100 WHERE day > ?", (NOW // DAY - 5,))
+        conn.execute("UPDATE rollup_hour SET count = 0 WHERE hour > ?", (NOW // HOUR - 99,))
+    result = runner.invoke(args=["rebuild-rollups", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "from 5 raw events" in result.output
+    assert derived(store) == before
+    # the 3 pruned events still count, from the rollups kept as they were
+    assert client.get("/stats/counts").json["counts"][0]["count"] == 8
+
+
+def test_a_version_4_database_opens_with_every_report_as_a_fresh_one_gives(tmp_path):
+    """Schema 4 kept its rollups with triggers: the migration keeps them and folds nothing."""
+    story = [
+        event(app_id=("com.a", "com.b")[i % 2], device_id=f"D{i % 9}",
+              action=("set", "set_fail", "download_complete", "app_moved_to_foreground")[i % 4],
+              platform=("ios", "android")[i % 3 == 0], version_name=f"1.{i % 3}.0",
+              old_version_name=f"1.{(i + 1) % 3}.0", plugin_version=("6.10.3", "8.51.14")[i % 2],
+              is_prod=i % 7 != 0, timestamp=NOW - i * 3 * HOUR)
+        for i in range(80)
+    ]  # fmt: skip
+    old_database(tmp_path / "v4.db", 4, story)
+    migrated = create_app({"STATS_DB": str(tmp_path / "v4.db")})
+    fresh = create_app({"STATS_DB": str(tmp_path / "fresh.db")})
+    post_ok(fresh.test_client(), story)
+    fold.catch_up(fresh.extensions["store"])
+    assert migrated.extensions["store"].pending() == 0  # every event was counted already
+    assert derived(migrated.extensions["store"]) == derived(fresh.extensions["store"])
+    urls = [f"/stats/{r}?app_id={a}" for r in ("versions", "failures", "summary", "timeline")
+            for a in ("com.a", "com.b")] + ["/stats/counts", "/?app_id=com.a"]  # fmt: skip
+    for url in urls:
+        old, new = migrated.test_client().get(url), fresh.test_client().get(url)
+        assert old.get_data() == new.get_data(), url
+    # the migrated events keep their dedupe: a resend is not stored again
+    post_ok(migrated.test_client(), story[:5])
+    assert migrated.extensions["store"].query("SELECT count(*) AS n FROM event") == [{"n": 80}]
