@@ -5,10 +5,11 @@
 -- (capgo_stats/counting.py holds the rules), in batches, in the order of event.id: the fold's
 -- position is in `meta`. No triggers: ingest writes the raw event and nothing else.
 
--- AUTOINCREMENT: an id is never handed out twice, even after the newest events are deleted, so
--- every event after the fold's position is new.
+-- SQLite gives a new event the highest id + 1, so ids follow the order of commits. A delete that
+-- takes the newest events lowers the fold's position to the highest id left (sqlite_fold.py), so
+-- an id handed out again is still after the position.
 CREATE TABLE IF NOT EXISTS event (
-    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    id               INTEGER PRIMARY KEY,
     at               INTEGER NOT NULL,  -- event time: the device clock when plausible, else arrival
     received_at      INTEGER NOT NULL,  -- arrival time at this server
     device_ts        INTEGER,           -- the device's "timestamp" as sent (plugin >= 8.42)

@@ -27,7 +27,9 @@ def test_the_benchmark_runs_at_smoke_size_and_writes_every_figure(tmp_path):
     text = out.read_text()
     assert "single-event ingest, ours / bare Flask route" in text
     assert "storage switched off" in text and "one INSERT per request" in text
-    assert "spool file" in text and "plain WSGI function" in text
-    assert "200-event batches" in text
+    assert "5-event arrays, ours / the bare route parsing 5-event arrays" in text
+    assert "200-event batches" in text and "with no index" in text
+    assert "fold backlog" in text and "the first read after that load" in text
+    assert "a burst of 2,000 events" in text and "background fold off" in text
     assert "| 1,000 |" in text and "| 5,000 |" in text
-    assert "bytes/event" in text
+    assert "bytes/event" in text and "events/s |" in text

@@ -1,7 +1,11 @@
 """The fold: rollups are derived from the raw events, in batches, whatever the split, and every
 read sees every event answered 200."""
 
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,6 +20,7 @@ from support.payloads import event
 HOUR, DAY = 3_600_000, 86_400_000
 NOW = protocol.now_ms()
 DERIVED = [*counting.COUNTS, "device", "device_day"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def derived(store):
@@ -208,3 +213,64 @@ def test_a_version_4_database_opens_with_every_report_as_a_fresh_one_gives(tmp_p
     # the migrated events keep their dedupe: a resend is not stored again
     post_ok(migrated.test_client(), story[:5])
     assert migrated.extensions["store"].query("SELECT count(*) AS n FROM event") == [{"n": 80}]
+
+
+KILLED_FOLDER = """
+import sys
+from capgo_stats import counting
+from capgo_stats.store import SQLiteStore
+store = SQLiteStore(sys.argv[1])
+print("ready", flush=True)
+while store.fold(counting.fold, 37):
+    pass
+"""
+
+
+@pytest.mark.slow
+def test_a_fold_killed_at_any_moment_loses_nothing_and_counts_nothing_twice(tmp_path):
+    path = tmp_path / "killed.db"
+    killed, clean = (
+        create_app({"STATS_DB": str(path)}),
+        create_app({"STATS_DB": str(tmp_path / "clean.db")}),
+    )
+    actions = ("set", "set_fail", "app_moved_to_foreground")
+    sent = [
+        event(device_id=f"d{i % 50}", action=actions[i % 3], version_name=f"1.{i % 4}.0",
+              old_version_name=f"1.{(i + 1) % 4}.0", timestamp=NOW - i * 97_000)
+        for i in range(6000)
+    ]  # fmt: skip
+    for start in range(0, len(sent), 200):
+        post_ok(killed.test_client(), sent[start : start + 200])
+        post_ok(clean.test_client(), sent[start : start + 200])
+    store, kills = killed.extensions["store"], 0
+    for delay in (0.05, 0.1, 0.02, 0.15, 0.07, 0.2, 0.03):
+        proc = subprocess.Popen([sys.executable, "-c", KILLED_FOLDER, str(path)], cwd=ROOT,
+                                stdout=subprocess.PIPE)  # fmt: skip
+        proc.stdout.readline()  # it has opened the store: let it fold for `delay`
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        kills += 1
+        if not store.pending():
+            break
+    assert kills >= 2 and store.pending() < len(sent), "no kill landed while folding"
+    fold.catch_up(store)
+    fold.catch_up(clean.extensions["store"])
+    assert derived(store) == derived(clean.extensions["store"])
+
+
+@pytest.mark.parametrize("delete", ["forget", "prune"])
+def test_an_event_stored_after_the_newest_events_were_deleted_is_still_counted(app, client, delete):
+    store = app.extensions["store"]
+    old = NOW - 20 * DAY
+    post_ok(client, [event(device_id=f"d{i}", timestamp=old + i) for i in range(3)])
+    fold.catch_up(store)  # position: the newest event's id
+    if delete == "forget":
+        fold.forget_device(store, ["d2"], [])  # the newest event goes
+    else:
+        fold.prune(store, NOW - DAY)  # all of them go
+    post_ok(client, [event(device_id="late", timestamp=NOW)])  # SQLite may give it an old id
+    counts = client.get("/stats/counts").json["counts"]
+    assert sum(c["count"] for c in counts) == 4  # 3 kept by the rollups, and the late one
+    assert client.get("/stats/devices/late").status_code == 200

@@ -81,6 +81,13 @@ def test_kill_9_in_the_middle_of_a_load_loses_no_acknowledged_event(serve, tmp_p
     assert set(acknowledged) - kept == set()
     status, _, _ = restarted.request("POST", "/stats", json.dumps(event()).encode())
     assert status == 200
+    # The background folds were killed too: the counts still equal the raw events kept, once
+    # each, whatever moment each kill hit.
+    status, _, body = restarted.request("GET", "/stats/counts")
+    assert status == 200
+    counted = {(c["app_id"], c["action"]): c["count"] for c in body["counts"]}
+    raw = stored(db, "SELECT app_id, action, count(*) FROM event GROUP BY 1, 2")
+    assert counted == {(app, action): n for app, action, n in raw}
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])

@@ -265,6 +265,7 @@ class SQLiteStore(Store):
                         conn.execute(
                             f"DELETE FROM {table} WHERE device_id IN ({marks(chunk)})", chunk
                         )
+                folding.after_delete(conn)
         except sqlite3.DatabaseError as e:
             raise StoreUnavailable(str(e)) from None
         return deleted
@@ -641,11 +642,13 @@ class SQLiteStore(Store):
         for (app_id,) in self._rows("SELECT DISTINCT app_id FROM device"):
             while True:
                 # Never an event the fold has not counted yet: it would be lost to the rollups.
-                n = self._execute_write(
-                    "DELETE FROM event WHERE id IN (SELECT id FROM event"
-                    " WHERE app_id = ? AND at < ? AND id <= ? LIMIT ?)",
-                    (app_id, before_ms, folded, chunk),
-                )
+                with self.transaction() as conn:
+                    n = conn.execute(
+                        "DELETE FROM event WHERE id IN (SELECT id FROM event"
+                        " WHERE app_id = ? AND at < ? AND id <= ? LIMIT ?)",
+                        (app_id, before_ms, folded, chunk),
+                    ).rowcount
+                    folding.after_delete(conn)
                 deleted += n
                 if n < chunk:
                     break

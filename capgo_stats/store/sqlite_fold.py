@@ -34,6 +34,18 @@ def set_position(conn: sqlite3.Connection, value: int, key: str = "fold_position
     conn.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
 
 
+def after_delete(conn: sqlite3.Connection) -> None:
+    """Keep the position at or below the highest id left, after events were deleted.
+
+    Every event up to the position was folded, so lowering it refolds nothing; SQLite gives
+    the next event the highest id left + 1, which must be after the position to be folded.
+    """
+    conn.execute(
+        "UPDATE meta SET value = min(value, (SELECT coalesce(max(id), 0) FROM event))"
+        " WHERE key = 'fold_position'"
+    )
+
+
 def pending(conn: sqlite3.Connection) -> int:
     """How many stored events are not folded yet."""
     after = position(conn)

@@ -61,7 +61,7 @@ def _statements(script: str) -> list[str]:
 def _migrate_1_to_5(conn: sqlite3.Connection) -> None:
     """Schema 1 had raw events only: keep them, add every other table; the fold (from position
     0) then fills the rollups from the events, as it does for new ones."""
-    _rebuild_event(conn)
+    _fingerprint_events(conn)
     _run_script(conn, SCHEMA.read_text())
 
 
@@ -112,8 +112,8 @@ def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
 
 
 def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
-    """Drop the triggers (the fold keeps the rollups now), give events never-reused ids and
-    the fingerprint dedupe key, and record the fold's position: every event so far is counted.
+    """Drop the triggers (the fold keeps the rollups now), give events the fingerprint dedupe
+    key, and record the fold's position: every event so far is counted already.
 
     pruned_before is taken as the oldest raw event's time: nothing older is held, whether or
     not it was ever pruned.
@@ -121,7 +121,10 @@ def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
     triggers = conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
     for (name,) in triggers:
         conn.execute(f'DROP TRIGGER "{name}"')
-    _rebuild_event(conn)
+    _fingerprint_events(conn)
+    for statement in _statements(SCHEMA.read_text()):
+        if " ON event (" in statement:  # the event table's indexes, the new dedupe key among them
+            conn.execute(statement)
     conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID")
     conn.execute(
         "INSERT INTO meta (key, value) VALUES"
@@ -133,29 +136,25 @@ def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
 STEPS = (_migrate_2_to_3, _migrate_3_to_4, _migrate_4_to_5)
 
 
-def _rebuild_event(conn: sqlite3.Connection) -> None:
-    """Copy the event table into schema.sql's (AUTOINCREMENT ids, the fingerprint), ids kept.
+def _fingerprint_events(conn: sqlite3.Connection) -> None:
+    """Add the fingerprint to every stored event that has a device timestamp, and drop the old
+    event indexes (the dedupe key among them): the caller creates schema 5's.
 
-    Only the last step to the current schema may use schema.sql's event table: an older step
-    that needs it gets its own frozen copy when the event table changes again.
+    Only the step to the current schema may take schema.sql's indexes: an older step that
+    needs them gets its own frozen copy when they change again.
     """
-    conn.execute("ALTER TABLE event RENAME TO event_old")
     indexes = conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'event_old'"
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'event'"
         " AND sql IS NOT NULL"
     ).fetchall()
     for (name,) in indexes:
         conn.execute(f'DROP INDEX "{name}"')
-    for statement in _statements(SCHEMA.read_text()):
-        if "TABLE IF NOT EXISTS event (" in statement or " ON event (" in statement:
-            conn.execute(statement)
+    conn.execute("ALTER TABLE event ADD COLUMN fingerprint INTEGER")
     conn.create_function("fingerprint", len(SENT_COLUMNS), _fingerprint, deterministic=True)
-    stored = ", ".join(("id", *COLUMNS[:-1]))
     conn.execute(
-        f"INSERT INTO event ({stored}, fingerprint)"
-        f" SELECT {stored}, fingerprint({', '.join(SENT_COLUMNS)}) FROM event_old ORDER BY id"
+        f"UPDATE event SET fingerprint = fingerprint({', '.join(SENT_COLUMNS)})"
+        " WHERE device_ts IS NOT NULL"
     )
-    conn.execute("DROP TABLE event_old")
 
 
 SENT_COLUMNS = COLUMNS[SENT]
