@@ -89,6 +89,50 @@ def test_a_csv_cell_a_spreadsheet_would_run_as_a_formula_gets_a_leading_quote(
     assert row["custom_id"] == "x"  # a plain cell is left as it is
 
 
+FORMULA_START = ("=", "+", "-", "@")
+
+
+def pieces(text, separator):
+    """The cells a spreadsheet that splits on `separator` makes of our CSV text.
+
+    Excel in many locales and LibreOffice split a file on ";" (or a tab); our quotes open
+    mid-cell for them, so they honour none: every separator and line break starts a new cell,
+    which may open with spaces (trimmed) or a quote (taken as quoting).
+    """
+    for line in text.replace("\r", "\n").split("\n"):
+        for cell in line.split(separator):
+            yield cell.lstrip(' "')
+
+
+# (what the device sent, how the CSV cell reads back): the formula after each separator or line
+# break gets the single quote, just before it; the rest of the cell is left as it is.
+SEPARATED = [
+    ("x;=1+1", "x;'=1+1"),
+    ("x,=1+1", "x,'=1+1"),
+    ("x\t=1+1", "x\t'=1+1"),
+    ("x\n@SUM(A1)", "x\n'@SUM(A1)"),
+    ("x\r\n+1", "x\r\n'+1"),
+    ("x; =1;y", "x; '=1;y"),
+    ('x;"=1"', 'x;"\'=1"'),
+    ("a;-1;b;+2", "a;'-1;b;'+2"),
+    ("=a;=b", "'=a;'=b"),
+]
+
+
+@pytest.mark.parametrize("danger, written", SEPARATED, ids=[d for d, _ in SEPARATED])
+def test_a_formula_after_a_separator_inside_a_csv_cell_gets_a_quote_too(
+    client, runner, danger, written
+):
+    client.post("/stats", json=event(custom_id="x", version_name=danger, version_build="a;b c,d"))
+    text = run_export(runner)
+    header, rows = read_csv(text)
+    row = dict(zip(header, rows[0], strict=True))
+    assert row["version_name"] == written
+    assert row["version_build"] == "a;b c,d"  # separators without a formula are left alone
+    for separator in (",", ";", "\t"):  # and no spreadsheet finds a formula anywhere
+        assert not [p for p in pieces(text, separator) if p.startswith(FORMULA_START)]
+
+
 def test_csv_cells_with_commas_quotes_and_newlines_survive_a_round_trip(client, runner):
     tricky = 'a,b "c"\nd'
     client.post("/stats", json=event(version_build=tricky))
