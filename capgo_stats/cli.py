@@ -135,7 +135,10 @@ def export_command(fmt: str, out: str | None, **options: Any) -> None:
       flask export --since 2026-11-01 > events.csv
       flask export --format ndjson --app-id com.example.app --out events.ndjson
     """
-    chunks = export.chunks(_store(), parse_filter_options(options), fmt)
+    store = _store()
+    if out is not None:
+        _refuse_live_database(out, store.path)
+    chunks = export.chunks(store, parse_filter_options(options), fmt)
     if out is None:
         _write_stdout(chunks)
         return
@@ -153,6 +156,38 @@ def export_command(fmt: str, out: str | None, **options: Any) -> None:
         if os.path.exists(partial):
             os.remove(partial)
     click.echo(f"Exported the events to {out}.", err=True)
+
+
+# The files SQLite keeps beside a database: writing over any of them loses or corrupts events.
+DATABASE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+
+def _refuse_live_database(out: str, database: str) -> None:
+    """Exit 2 when --out (or the FILE.partial written first) is the live database or its files."""
+    if _is_live(out, database) or _is_live(f"{out}.partial", database):
+        message = (
+            f"{out!r} is the live database {database!r} (or one of its -wal, -shm or -journal"
+            " files): the export would overwrite the stored events. Write it to another file."
+        )
+        raise click.BadParameter(message, param_hint="'--out'")
+
+
+def _is_live(path: str, database: str) -> bool:
+    """True when path names the database or a file of it, by any spelling or link."""
+    target = os.path.realpath(path)
+    for base in {database, os.path.realpath(database)}:  # SQLite puts its -wal by the real file
+        for name in (base + suffix for suffix in DATABASE_SUFFIXES):
+            if target == os.path.realpath(name) or _same_file(path, name):
+                return True
+    return False
+
+
+def _same_file(a: str, b: str) -> bool:
+    """os.path.samefile, False when either is missing (a hard link is the same file)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _write_stdout(chunks: Any) -> None:

@@ -29,6 +29,14 @@ DEFAULTS: dict[str, Any] = {
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
+# The smallest STATS_MAX_BODY the server starts with. Below what a full batch from the plugin
+# (200 events) takes, every such POST gets a 413, which the plugin drops for good. A real event
+# is 350 to 460 bytes of JSON (tests/support/payloads.py), so about 92 KB a batch; 256 KiB
+# leaves room for events of 1.3 KB each (long custom ids, some metadata).
+MIN_MAX_BODY = 256 * 1024
+# The numeric settings a negative value means nothing for: refused rather than guessed at.
+NOT_NEGATIVE = ("STATS_BUSY_TIMEOUT_MS", "STATS_RETENTION_DAYS", "STATS_MAX_DB_MB")
+
 
 class SettingError(ValueError):
     """A setting whose value the server cannot start with."""
@@ -58,7 +66,30 @@ def load(test_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
 
 
 def check(settings: dict[str, Any]) -> None:
-    """Refuse values the server cannot run with; normalise the log level's spelling."""
+    """Refuse values the server cannot run with, or would lose data with; normalise the rest."""
+    _check_numbers(settings)
+    _check_log_level(settings)
+
+
+def _check_numbers(settings: dict[str, Any]) -> None:
+    """Refuse a STATS_MAX_BODY too small for a plugin batch, and meaningless negative values."""
+    for name in NOT_NEGATIVE:
+        if settings[name] < 0:
+            raise SettingError(
+                f"{name} cannot be negative ({settings[name]}); set 0 or more,"
+                f" or leave it unset for the default, {DEFAULTS[name]}."
+            )
+    if settings["STATS_MAX_BODY"] < MIN_MAX_BODY:
+        raise SettingError(
+            f"STATS_MAX_BODY is {settings['STATS_MAX_BODY']} bytes: a full batch of 200 events"
+            " from the plugin would get a 413, which the plugin drops for good. Set"
+            f" STATS_MAX_BODY to {MIN_MAX_BODY} or more (256 KiB), or leave it unset for the"
+            f" default, {DEFAULTS['STATS_MAX_BODY']}."
+        )
+
+
+def _check_log_level(settings: dict[str, Any]) -> None:
+    """Refuse an unknown STATS_LOG_LEVEL; store it upper-cased."""
     level = str(settings["STATS_LOG_LEVEL"]).strip().upper()
     if level not in LOG_LEVELS:
         raise SettingError(

@@ -203,3 +203,105 @@ def test_flask_run_host_from_the_environment_is_checked_too(monkeypatch, tmp_pat
     with caplog.at_level(logging.WARNING, logger="capgo_stats.app"):
         _flask_run(monkeypatch, tmp_path)
     assert "listening on 0.0.0.0 without STATS_READ_TOKEN" in caplog.text
+
+
+# -- guessing the read token: a limit per client address, and a warning for a short token ----
+
+
+def guess(client, token, address="198.51.100.7", path="/stats/counts"):
+    """A read with a token from a client address; the response."""
+    return client.get(path, headers=bearer(token), environ_base={"REMOTE_ADDR": address})
+
+
+def test_after_eleven_wrong_tokens_even_the_right_one_gets_429_with_retry_after(locked):
+    client = locked.test_client()
+    assert [guess(client, f"guess-{i}").status_code for i in range(11)] == [401] * 11
+    response = guess(client, TOKEN)
+    assert response.status_code == 429
+    assert response.json["error"] == "too_many_requests"
+    assert set(response.json) == {"error", "message"}
+    assert 1 <= int(response.headers["Retry-After"]) <= access.FAILURE_WINDOW
+    assert guess(client, TOKEN, path="/").status_code == 429  # every read route
+
+
+def test_a_client_that_guessed_wrong_does_not_lock_out_another_address(locked):
+    client = locked.test_client()
+    for i in range(12):
+        guess(client, f"guess-{i}")
+    assert guess(client, TOKEN, address="203.0.113.9").status_code == 200
+    assert guess(client, "guess", address="203.0.113.9").status_code == 401
+
+
+def test_the_right_token_from_the_start_is_never_slowed(locked):
+    client = locked.test_client()
+    assert {guess(client, TOKEN).status_code for _ in range(50)} == {200}
+
+
+def test_a_locked_out_client_reads_again_once_the_window_has_passed(locked):
+    now = [1000.0]
+    locked.extensions["read_failures"].clock = lambda: now[0]
+    client = locked.test_client()
+    for i in range(11):
+        guess(client, f"guess-{i}")
+    assert guess(client, TOKEN).status_code == 429
+    now[0] += access.FAILURE_WINDOW - 1
+    assert guess(client, TOKEN).headers["Retry-After"] == "1"
+    now[0] += 1
+    assert guess(client, TOKEN).status_code == 200
+
+
+def test_wrong_ingest_keys_and_the_ingest_of_a_locked_out_client_never_get_429(locked):
+    client = locked.test_client()
+    environ = {"REMOTE_ADDR": "198.51.100.7"}
+    wrong = [client.post("/stats?key=k", json=event(), environ_base=environ) for _ in range(30)]
+    assert {r.status_code for r in wrong} == {403}  # the plugin gives up on a 403, not a 429
+    for i in range(12):
+        guess(client, f"guess-{i}")
+    assert guess(client, TOKEN).status_code == 429
+    posted = client.post("/stats?key=ingest-k3y", json=event(), environ_base=environ)
+    assert posted.status_code == 200
+    assert client.get("/stats", environ_base=environ).status_code == 200
+    assert client.get("/healthz", environ_base=environ).status_code == 200
+    assert stored(locked) == (1, 0)
+
+
+def test_a_read_without_any_token_is_not_counted_as_a_guess(locked):
+    client = locked.test_client()
+    environ = {"REMOTE_ADDR": "198.51.100.7"}
+    assert {client.get("/", environ_base=environ).status_code for _ in range(20)} == {401}
+    assert guess(client, TOKEN).status_code == 200  # a browser's first, unauthenticated load
+
+
+def test_the_failure_table_keeps_at_most_its_size_dropping_the_oldest():
+    failures = access.Failures(size=3)
+    for address in ("a", "b", "c", "d"):
+        for _ in range(access.MAX_FAILURES + 1):
+            failures.record(address)
+    assert failures.retry_after("a") is None  # dropped: the oldest
+    assert all(failures.retry_after(address) for address in ("b", "c", "d"))
+    assert len(failures) == 3
+
+
+@pytest.mark.parametrize(
+    "settings, warned",
+    [
+        ({"STATS_READ_TOKEN": "4821"}, ["STATS_READ_TOKEN is 4 characters"]),
+        ({"STATS_INGEST_KEY": "k" * 15}, ["STATS_INGEST_KEY is 15 characters"]),
+        ({"STATS_READ_TOKEN": "sh0rt", "STATS_INGEST_KEY": "4ls0"}, ["STATS_READ_TOKEN",
+         "STATS_INGEST_KEY"]),
+        ({"STATS_READ_TOKEN": "t" * 16, "STATS_INGEST_KEY": "k" * 40}, []),
+        ({}, []),
+    ],
+)  # fmt: skip
+def test_a_short_read_token_or_ingest_key_is_warned_about_at_start(
+    tmp_path, caplog, settings, warned
+):
+    with caplog.at_level(logging.WARNING, logger="capgo_stats"):
+        create_app({"STATS_DB": str(tmp_path / "x.db"), **settings})
+    found = [r.getMessage() for r in caplog.records if "characters" in r.getMessage()]
+    assert len(found) == len(warned)
+    for message, expected in zip(found, warned, strict=True):
+        assert expected in message and "16" in message
+    assert all(r.name == "capgo_stats" for r in caplog.records if "characters" in r.getMessage())
+    for secret in settings.values():
+        assert secret not in caplog.text  # the warning never shows the secret

@@ -12,11 +12,11 @@ from support.payloads import event
 
 def test_create_app_reads_settings_from_stats_environment_variables(tmp_path, monkeypatch):
     monkeypatch.setenv("STATS_DB", str(tmp_path / "env.db"))
-    monkeypatch.setenv("STATS_MAX_BODY", "1234")
+    monkeypatch.setenv("STATS_MAX_BODY", "1048576")
     monkeypatch.setenv("STATS_DURABLE", "1")
     app = create_app()
     assert app.config["STATS_DB"] == str(tmp_path / "env.db")
-    assert app.config["MAX_CONTENT_LENGTH"] == 1234
+    assert app.config["MAX_CONTENT_LENGTH"] == 1048576
     assert app.config["STATS_DURABLE"] is True
     assert (tmp_path / "env.db").exists()
 
@@ -25,6 +25,41 @@ def test_a_setting_that_is_not_a_number_stops_the_app_with_a_clear_message(monke
     monkeypatch.setenv("STATS_MAX_BODY", "4MB")
     with pytest.raises(SettingError, match="STATS_MAX_BODY must be a whole number"):
         create_app()
+
+
+@pytest.mark.parametrize(
+    "name, value, advice",
+    [
+        ("STATS_MAX_BODY", "0", "Set STATS_MAX_BODY to 262144 or more"),
+        ("STATS_MAX_BODY", "65535", "a full batch of 200 events"),
+        ("STATS_MAX_BODY", "-1", "Set STATS_MAX_BODY to 262144 or more"),
+        ("STATS_BUSY_TIMEOUT_MS", "-1", "STATS_BUSY_TIMEOUT_MS cannot be negative"),
+        ("STATS_RETENTION_DAYS", "-30", "STATS_RETENTION_DAYS cannot be negative"),
+        ("STATS_MAX_DB_MB", "-1", "STATS_MAX_DB_MB cannot be negative"),
+    ],
+)
+def test_a_setting_that_would_lose_data_stops_the_start_with_what_to_do(
+    tmp_path, monkeypatch, name, value, advice
+):
+    monkeypatch.setenv("STATS_DB", str(tmp_path / "env.db"))
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingError, match=advice):
+        create_app()
+    with pytest.raises(SettingError, match=advice):  # from test_config as from the environment
+        create_app({"STATS_DB": str(tmp_path / "env.db"), name: int(value)})
+    assert not (tmp_path / "env.db").exists()  # refused before the database was opened
+
+
+def test_the_lowest_stats_max_body_takes_a_full_plugin_batch(tmp_path):
+    from capgo_stats.settings import MIN_MAX_BODY
+    from support.payloads import BATCH_IOS_8
+
+    app = create_app({"STATS_DB": str(tmp_path / "x.db"), "STATS_MAX_BODY": MIN_MAX_BODY})
+    batch = [{**BATCH_IOS_8[i % 2], "device_id": f"device-{i:032d}"} for i in range(200)]
+    response = app.test_client().post("/stats", json=batch)
+    assert response.status_code == 200, response.json
+    stored = app.extensions["store"].query("SELECT count(*) AS n FROM event")
+    assert stored == [{"n": len({(e["device_id"], e["action"]) for e in batch})}]
 
 
 def test_the_default_database_is_stats_db_in_the_working_directory(tmp_path, monkeypatch):

@@ -5,6 +5,8 @@ from html import unescape
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
+
 from capgo_stats import protocol, reports
 from support.browser import Page
 from support.client import post_ok
@@ -161,3 +163,32 @@ def test_an_app_with_counted_events_shows_no_dev_notice(client):
     post_ok(client, [event(app_id="com.prod", timestamp=NOW - 1), event(app_id="com.prod",
             is_prod=False, device_id="dev", timestamp=NOW - 2)])  # fmt: skip
     assert 'data-notice="dev-only"' not in page(client, "/?app_id=com.prod")
+
+
+# Names url_for takes as its own arguments, not as query parameters: a query that reached its
+# keyword arguments used to end in a 500 or change every link (absolute, another scheme, a
+# fragment); an unknown parameter was copied into every link.
+FOREIGN_QUERIES = [
+    "_method=POST", "endpoint=x", "values=x", "_external=1", "_anchor=x",
+    "_scheme=javascript&_external=1", "other=x",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("query", FOREIGN_QUERIES)
+def test_a_query_the_page_does_not_know_is_left_out_of_its_links(client, rows, query):
+    post_ok(client, [event(app_id="com.dev", is_prod=False, timestamp=NOW - 1)])  # every link
+    html = page(client, f"/?app_id=com.dev&{query}")
+    hrefs = [unescape(href) for href in re.findall(r'href="([^"]*)"', html)]
+    assert hrefs and all(href.startswith("/") and "#" not in href for href in hrefs), hrefs
+    names = {name for href in hrefs for name in parse_qs(urlsplit(href).query)}
+    assert not names & {q.split("=")[0] for q in query.split("&")}, names
+    assert rows("SELECT count(*) AS n FROM event") == [{"n": 1}]
+
+
+def test_the_page_keeps_its_own_filters_in_its_links(client):
+    post_ok(client, [event(app_id="com.dev", is_prod=False, timestamp=NOW - 1)])
+    html = page(client, "/?app_id=com.dev&platform=ios&since=2026-01-01&until=2099-01-01")
+    [picker] = re.findall(r'href="(/\?[^"]*)"[^>]*data-app="com.dev"', html)
+    assert parse_qs(urlsplit(unescape(picker)).query) == {
+        "app_id": ["com.dev"], "platform": ["ios"], "since": ["2026-01-01"], "until": ["2099-01-01"]
+    }  # fmt: skip

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import os
 import time
 import tracemalloc
 from pathlib import Path
@@ -89,6 +90,50 @@ def test_a_csv_cell_a_spreadsheet_would_run_as_a_formula_gets_a_leading_quote(
     assert row["custom_id"] == "x"  # a plain cell is left as it is
 
 
+FORMULA_START = ("=", "+", "-", "@")
+
+
+def pieces(text, separator):
+    """The cells a spreadsheet that splits on `separator` makes of our CSV text.
+
+    Excel in many locales and LibreOffice split a file on ";" (or a tab); our quotes open
+    mid-cell for them, so they honour none: every separator and line break starts a new cell,
+    which may open with spaces (trimmed) or a quote (taken as quoting).
+    """
+    for line in text.replace("\r", "\n").split("\n"):
+        for cell in line.split(separator):
+            yield cell.lstrip(' "')
+
+
+# (what the device sent, how the CSV cell reads back): the formula after each separator or line
+# break gets the single quote, just before it; the rest of the cell is left as it is.
+SEPARATED = [
+    ("x;=1+1", "x;'=1+1"),
+    ("x,=1+1", "x,'=1+1"),
+    ("x\t=1+1", "x\t'=1+1"),
+    ("x\n@SUM(A1)", "x\n'@SUM(A1)"),
+    ("x\r\n+1", "x\r\n'+1"),
+    ("x; =1;y", "x; '=1;y"),
+    ('x;"=1"', 'x;"\'=1"'),
+    ("a;-1;b;+2", "a;'-1;b;'+2"),
+    ("=a;=b", "'=a;'=b"),
+]
+
+
+@pytest.mark.parametrize("danger, written", SEPARATED, ids=[d for d, _ in SEPARATED])
+def test_a_formula_after_a_separator_inside_a_csv_cell_gets_a_quote_too(
+    client, runner, danger, written
+):
+    client.post("/stats", json=event(custom_id="x", version_name=danger, version_build="a;b c,d"))
+    text = run_export(runner)
+    header, rows = read_csv(text)
+    row = dict(zip(header, rows[0], strict=True))
+    assert row["version_name"] == written
+    assert row["version_build"] == "a;b c,d"  # separators without a formula are left alone
+    for separator in (",", ";", "\t"):  # and no spreadsheet finds a formula anywhere
+        assert not [p for p in pieces(text, separator) if p.startswith(FORMULA_START)]
+
+
 def test_csv_cells_with_commas_quotes_and_newlines_survive_a_round_trip(client, runner):
     tricky = 'a,b "c"\nd'
     client.post("/stats", json=event(version_build=tricky))
@@ -155,6 +200,61 @@ def test_export_out_into_a_missing_folder_exits_2_with_a_clear_message(runner, t
     assert result.exit_code == 2
     assert "Invalid value for '--out'" in result.output
     assert "No such file or directory" in result.output
+
+
+LIVE_SPELLINGS = {
+    "relative": lambda tmp: "stats.db",
+    "dotted": lambda tmp: "./sub/../stats.db",
+    "absolute": lambda tmp: str(tmp / "stats.db"),
+    "symlink": lambda tmp: str(_link(tmp, "link.db", os.symlink)),
+    "hard link": lambda tmp: str(_link(tmp, "hard.db", os.link)),
+    "wal": lambda tmp: "stats.db-wal",
+    "shm": lambda tmp: str(tmp / "stats.db-shm"),
+    "journal": lambda tmp: "stats.db-journal",
+}
+
+
+def _link(tmp, name, make):
+    """A second name for the live database, made by os.symlink or os.link."""
+    make(tmp / "stats.db", tmp / name)
+    return tmp / name
+
+
+@pytest.mark.parametrize("spelling", LIVE_SPELLINGS)
+def test_export_out_onto_the_live_database_exits_2_and_leaves_it_whole(
+    app, runner, seeded, tmp_path, monkeypatch, spelling
+):
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "stats.db"
+    assert str(db) == app.extensions["store"].path
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    result = runner.invoke(args=["export", "--out", LIVE_SPELLINGS[spelling](tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--out'" in result.output
+    assert "live database" in result.output
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert {name: after[name] for name in before} == before  # nothing overwritten
+    assert not [name for name in after if name.endswith(".partial")]
+    assert app.extensions["store"].query("SELECT count(*) AS n FROM event") == [{"n": 3}]
+
+
+def test_export_out_whose_partial_file_is_the_live_database_exits_2(tmp_path):
+    from app import create_app
+
+    db = tmp_path / "events.csv.partial"  # the export writes FILE.partial, then renames it
+    app = create_app({"STATS_DB": str(db)})
+    app.test_client().post("/stats", json=event())
+    result = app.test_cli_runner().invoke(args=["export", "--out", str(tmp_path / "events.csv")])
+    assert result.exit_code == 2 and "live database" in result.output, result.output
+    assert app.extensions["store"].query("SELECT count(*) AS n FROM event") == [{"n": 1}]
+
+
+def test_export_out_beside_the_live_database_still_works(runner, seeded, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("stats.db.csv", "stats-db", "stats.db-wal.csv"):
+        assert runner.invoke(args=["export", "--out", name]).exit_code == 0, name
+        assert len(read_csv((tmp_path / name).read_text())[1]) == 3
 
 
 def test_the_cli_and_the_route_give_the_same_filter_error(client, runner):

@@ -154,6 +154,21 @@ def test_any_query_string_on_counts_gets_200_or_a_400(client, params):
         assert response.json["error"] == "invalid_filter"
 
 
+# The dashboard's own parameters, and the names url_for takes as its own arguments.
+PAGE_PARAMS = ["app_id", "platform", "since", "until", "include_dev", "action", "other"]
+PAGE_PARAMS += ["_method", "endpoint", "values", "_external", "_anchor", "_scheme"]
+
+
+@FAST
+@given(params=st.dictionaries(st.sampled_from(PAGE_PARAMS), st.text(max_size=20)))
+def test_any_query_string_on_the_dashboard_gets_200_or_a_400(client, params):
+    client.post("/stats", json=event(is_prod=False))  # an app, so the page draws its links
+    response = client.get("/", query_string=params)
+    assert response.status_code in (200, 400), response.data[:300]
+    if response.status_code == 400:
+        assert response.json["error"] == "invalid_filter"
+
+
 DEEP = 100_000
 HEAD = b'{"action":"set","app_id":"a","device_id":"d"'  # an event without its closing brace
 

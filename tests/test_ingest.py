@@ -276,10 +276,11 @@ def test_refused_events_are_tallied_by_day_app_reason_and_action(client, rows):
 
 def test_a_body_over_the_limit_gets_413_json_and_is_tallied(tmp_path, rows):
     from app import create_app
+    from capgo_stats.settings import MIN_MAX_BODY
 
-    app = create_app({"STATS_DB": str(tmp_path / "x.db"), "STATS_MAX_BODY": 1000})
+    app = create_app({"STATS_DB": str(tmp_path / "x.db"), "STATS_MAX_BODY": MIN_MAX_BODY})
     client = app.test_client()
-    response = post(client, [event(device_id=f"d{i}") for i in range(20)])
+    response = post(client, [event(device_id=f"d{i}", custom_id="c" * 1000) for i in range(300)])
     assert response.status_code == 413
     assert response.json["error"] == "body_too_large"
     store = app.extensions["store"]

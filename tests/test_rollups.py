@@ -1,7 +1,9 @@
 """Rollups, retention and the schema migration: reports must not depend on raw events."""
 
+import sqlite3
 import time
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -302,3 +304,23 @@ def test_a_version_3_database_gets_its_device_counts_filled_from_the_devices(tmp
     assert device_counts(store) == device_counts(fresh.extensions["store"])
     for url in ("/stats/versions?app_id=com.example.app", "/stats/summary?app_id=com.example.app"):
         assert migrated.test_client().get(url).json == fresh.test_client().get(url).json
+
+
+def test_a_database_of_a_newer_schema_than_the_code_is_refused_at_start_untouched(tmp_path):
+    from capgo_stats.store.sqlite_migrations import SchemaTooNew
+
+    path = tmp_path / "newer.db"
+    post_ok(create_app({"STATS_DB": str(path)}).test_client(), [event()])
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")  # as a newer capgo-stats leaves it
+    conn.close()
+    before = path.read_bytes()
+    expected = (
+        f"this database is schema {SCHEMA_VERSION + 1}, this code knows up to {SCHEMA_VERSION}:"
+        " upgrade capgo-stats"
+    )
+    with pytest.raises(SchemaTooNew, match=expected) as refused:
+        create_app({"STATS_DB": str(path)})
+    assert isinstance(refused.value, RuntimeError)
+    assert str(path) in str(refused.value)
+    assert path.read_bytes() == before  # neither migrated nor written

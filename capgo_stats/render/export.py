@@ -10,6 +10,7 @@ import csv
 import io
 import itertools
 import json
+import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +39,13 @@ _AT, _FLAGS, _METADATA = (
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection): such a
 # cell gets a leading single quote, which the spreadsheet shows as text.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A spreadsheet that splits the file on ";" (Excel in many locales, LibreOffice) or a tab starts
+# a cell after each one inside ours, and after a line break, since our quotes then open mid-cell
+# and count for nothing (one that ignores quotes does it on "," too); such a cell may open with
+# spaces (trimmed) or a quote (taken as quoting). So a formula start there gets the single quote
+# too, just before it: a quote in front of the whole cell would leave that piece live. What is
+# skipped holds no separator, so the search is linear; it runs first, as most cells have none.
+SEPARATED_FORMULA = re.compile(r'[;,\t\r\n][ "]*+(?=[=+\-@])')
 
 
 def iso_time(ms: int) -> str:
@@ -50,8 +58,12 @@ def neutralise(value: Any) -> Any:
     """A CSV cell that no spreadsheet will run as a formula; None is an empty cell."""
     if value is None:
         return ""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
+    if not isinstance(value, str):
+        return value
+    if value.startswith(FORMULA_STARTS):
+        value = "'" + value
+    if SEPARATED_FORMULA.search(value):
+        value = SEPARATED_FORMULA.sub(r"\g<0>'", value)
     return value
 
 

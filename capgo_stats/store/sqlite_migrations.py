@@ -16,9 +16,20 @@ SCHEMA_VERSION = 5
 log = logging.getLogger("capgo_stats.store")
 
 
+class SchemaTooNew(RuntimeError):
+    """A database of a newer schema than this code knows: refused at start, left untouched."""
+
+
 def version(conn: sqlite3.Connection) -> int:
-    """The schema version the database holds (0: a new file)."""
-    return conn.execute("PRAGMA user_version").fetchone()[0]
+    """The schema version the database holds (0: a new file); SchemaTooNew past ours."""
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > SCHEMA_VERSION:  # a newer capgo-stats wrote it: we would write it wrong
+        path = conn.execute("PRAGMA database_list").fetchone()[2]
+        raise SchemaTooNew(
+            f"{path}: this database is schema {found}, this code knows up to"
+            f" {SCHEMA_VERSION}: upgrade capgo-stats (or set STATS_DB to another file)."
+        )
+    return found
 
 
 def migrate(conn: sqlite3.Connection, path: str) -> None:

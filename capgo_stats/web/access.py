@@ -1,7 +1,9 @@
 """Who may call what: the ingest key on POST /stats, the read token on every other route.
 
-Also the start-up warning for a server that others can reach while its reads are open, and
-the draining of a refused body, so that the client sees our answer rather than a reset.
+Also the limit on guessing the read token (429 for a client address after too many wrong
+tokens), the start-up warnings for a server that others can reach while its reads are open and
+for a short token or key, and the draining of a refused body, so that the client sees our
+answer rather than a reset.
 """
 
 from __future__ import annotations
@@ -9,11 +11,16 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 
 import click
 from flask import Flask, current_app, request
 from werkzeug.datastructures import WWWAuthenticate
-from werkzeug.exceptions import Unauthorized
+from werkzeug.exceptions import TooManyRequests, Unauthorized
 
 from capgo_stats.errors import ApiError
 
@@ -30,6 +37,49 @@ OPEN_ROUTES = frozenset({INGEST_ROUTE, "/healthz"})
 # that closes a socket with unread data sends a reset, and the client never sees our answer.
 DRAIN_LIMIT = 16 * 1024 * 1024
 
+# Guessing the read token: a client address that sent more than MAX_FAILURES wrong tokens within
+# FAILURE_WINDOW seconds gets 429 on every read until the window that began with its first wrong
+# token has passed (a 4-digit token fell after 4,857 tries in 1.9 s without it). The table is in
+# memory, per server process, of at most MAX_CLIENTS addresses (the oldest dropped), and never
+# stored or logged. POST /stats is never limited: the plugin treats a 429 as its own signal.
+MAX_FAILURES = 10
+FAILURE_WINDOW = 60
+MAX_CLIENTS = 10_000
+
+# A read token or ingest key shorter than this is warned about at start: it can be guessed.
+MIN_SECRET_LENGTH = 16
+
+
+class Failures:
+    """Wrong read tokens per client address in the current window: a small bounded table."""
+
+    def __init__(self, size: int = MAX_CLIENTS, clock: Callable[[], float] = time.monotonic):
+        self.size, self.clock = size, clock
+        self._table: OrderedDict[str, tuple[float, int]] = OrderedDict()  # (window start, n)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        """How many addresses the table holds."""
+        return len(self._table)
+
+    def record(self, address: str) -> None:
+        """Count one wrong token from address; its window begins with its first."""
+        now = self.clock()
+        with self._lock:
+            start, count = self._table.pop(address, (now, 0))
+            if now - start >= FAILURE_WINDOW:
+                start, count = now, 0
+            self._table[address] = (start, count + 1)  # now the newest
+            while len(self._table) > self.size:
+                self._table.popitem(last=False)
+
+    def retry_after(self, address: str) -> int | None:
+        """Seconds until address may read again, None when it may now."""
+        with self._lock:
+            start, count = self._table.get(address, (0.0, 0))
+        left = start + FAILURE_WINDOW - self.clock()
+        return math.ceil(left) if count > MAX_FAILURES and left > 0 else None
+
 
 def check_access() -> None:
     """Before each request: the ingest key on POST /stats, the read token everywhere else."""
@@ -45,18 +95,34 @@ def check_access() -> None:
                 "invalid_key",
                 "This server takes events only with ?key=<STATS_INGEST_KEY> in statsUrl.",
             )
-    elif rule.rule not in OPEN_ROUTES:
-        token = config["STATS_READ_TOKEN"]
-        if token and not _same_secret(_read_credential(), token):
-            raise Unauthorized(
-                "Send the read token as the header Authorization: Bearer <STATS_READ_TOKEN>"
-                " (in a browser: any user name, the token as password).",
-                # Basic as well, so a browser asks for it and the dashboard works as is.
-                www_authenticate=[
-                    WWWAuthenticate("bearer", {"realm": "capgo-stats"}),
-                    WWWAuthenticate("basic", {"realm": "capgo-stats"}),
-                ],
-            )
+    elif rule.rule not in OPEN_ROUTES and config["STATS_READ_TOKEN"]:
+        check_read_token(config["STATS_READ_TOKEN"])
+
+
+def check_read_token(token: str) -> None:
+    """A read route: 429 for an address that guessed too often, 401 for a wrong token."""
+    failures: Failures = current_app.extensions["read_failures"]
+    address = request.remote_addr or ""
+    wait = failures.retry_after(address)
+    if wait is not None:
+        raise TooManyRequests(
+            "Too many wrong read tokens from this address: retry after"
+            f" {wait} s with the right STATS_READ_TOKEN.",
+            retry_after=wait,
+        )
+    given = _read_credential()
+    if not _same_secret(given, token):
+        if given:  # a browser's first request carries none: that is no guess
+            failures.record(address)
+        raise Unauthorized(
+            "Send the read token as the header Authorization: Bearer <STATS_READ_TOKEN>"
+            " (in a browser: any user name, the token as password).",
+            # Basic as well, so a browser asks for it and the dashboard works as is.
+            www_authenticate=[
+                WWWAuthenticate("bearer", {"realm": "capgo-stats"}),
+                WWWAuthenticate("basic", {"realm": "capgo-stats"}),
+            ],
+        )
 
 
 def _read_credential() -> str:
@@ -96,9 +162,23 @@ def exposure_warning(hosts: list[str], read_token: str) -> str | None:
 
 
 def init_app(app: Flask) -> None:
-    """Check access before every request, and warn when `flask run` is exposed."""
+    """Check access before every request; warn of short secrets and an exposed `flask run`."""
+    app.extensions["read_failures"] = Failures()
     app.before_request(check_access)
+    for message in short_secret_warnings(app.config):
+        log.warning(message)
     warn_if_flask_run_is_exposed(app)
+
+
+def short_secret_warnings(config: dict) -> list[str]:
+    """A warning for each of the read token and ingest key that is set but short."""
+    return [
+        f"{name} is {len(config[name])} characters: a short secret can be guessed. Use"
+        f" {MIN_SECRET_LENGTH} or more random characters, e.g. the output of"
+        " python3 -c 'import secrets; print(secrets.token_urlsafe(24))'."
+        for name in ("STATS_READ_TOKEN", "STATS_INGEST_KEY")
+        if 0 < len(config[name]) < MIN_SECRET_LENGTH
+    ]
 
 
 def warn_if_flask_run_is_exposed(app: Flask) -> None:

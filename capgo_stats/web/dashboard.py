@@ -16,6 +16,9 @@ from capgo_stats.web.context import query_filters, query_flag, read_store
 
 bp = Blueprint("dashboard", __name__)
 
+# The query parameters the page keeps in the links to itself and its JSON (app_id is set apart).
+LINKED_PARAMS = ("platform", "since", "until", "include_dev")
+
 
 @bp.app_template_global()
 def events_url(report: dict, **extra: Any) -> str:
@@ -58,5 +61,12 @@ def dashboard() -> str:
         "dashboard.html",
         report=report,
         charts=charts.dashboard_charts(report),
-        query={k: v for k, v in request.args.items() if v and k != "app_id"},
+        query=linked_query(),
     )
+
+
+def linked_query() -> dict[str, str]:
+    """The page's own filters from the query, to carry into its links; nothing else."""
+    # Only these: any other name went on into every link, and url_for's own arguments
+    # (_external, _scheme, _anchor, _method, endpoint) changed the links or ended in a 500.
+    return {name: value for name in LINKED_PARAMS if (value := request.args.get(name))}

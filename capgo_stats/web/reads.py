@@ -6,6 +6,8 @@ its plain data, so the page (web/dashboard.py) and the JSON show the same number
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, request
 
 from capgo_stats import filters, protocol, reports
@@ -20,10 +22,15 @@ EVENT_FILTERS = (*filters.SHARED, "version", "device_id", "custom_id", "plugin_v
 EVENT_FILTERS += ("version_os", "kind", "prod")
 
 
+# A page size as typed: ASCII digits only (str.isdigit() also takes "²" and "①", which int()
+# refuses, and "٣", which it reads as 3), and few enough of them for int() to read.
+LIMIT = re.compile(r"[0-9]{1,9}")
+
+
 def _limit() -> int:
     """The page size: 1 to reports.MAX_LIMIT, 100 when absent."""
     value = request.args.get("limit", "100")
-    if not value.isdigit() or not 1 <= int(value) <= reports.MAX_LIMIT:
+    if not LIMIT.fullmatch(value) or not 1 <= int(value) <= reports.MAX_LIMIT:
         raise invalid_filter(
             "limit",
             f'"limit" must be a whole number from 1 to {reports.MAX_LIMIT}, not {value[:40]!r}.',
