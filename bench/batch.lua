@@ -1,6 +1,7 @@
--- wrk script: a batch of 200 events per request, as plugin 8.42+ flushes its queue.
+-- wrk script: a batch of BENCH_BATCH events per request (200 unless set), as plugin 8.42+ flushes its queue.
 local counter = 0
 local base_ts = tonumber(os.getenv("BENCH_TS"))
+local size = tonumber(os.getenv("BENCH_BATCH") or "200")
 local actions = {"app_moved_to_foreground", "app_moved_to_background", "download_complete",
   "set", "app_launch_ready"}
 local template = '{"action":"%s","app_id":"com.bench.app",'
@@ -11,7 +12,7 @@ local template = '{"action":"%s","app_id":"com.bench.app",'
 
 request = function()
   local events = {}
-  for i = 1, 200 do
+  for i = 1, size do
     counter = counter + 1
     events[i] = string.format(template, actions[counter % 5 + 1], counter % 5000, base_ts - counter)
   end
