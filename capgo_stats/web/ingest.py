@@ -7,6 +7,8 @@ committed before we answer (docs/api.md, "POST /stats", gives the answers and wh
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
@@ -65,10 +67,19 @@ def ingest() -> Any:
             results.append({"index": index, "status": "ok"})
     _write(rows, refusals, now)
     if is_batch:
+        if not refusals:  # the common answer, prebuilt once per batch size: the hot path
+            return Response(_all_ok(len(items)), mimetype="application/json")
         return {"status": "ok", "results": results}
     if refusals:
         raise ApiError(400, refusals[0].error, refusals[0].message)
     return Response(OK_BODY, mimetype="application/json")  # prebuilt: the hot path
+
+
+@functools.lru_cache(maxsize=protocol.MAX_BATCH + 1)
+def _all_ok(size: int) -> bytes:
+    """The answer to a batch of `size` events that were all stored."""
+    results = [{"index": index, "status": "ok"} for index in range(size)]
+    return json.dumps({"status": "ok", "results": results}).encode()
 
 
 def _write(rows: list, refusals: list, now: int) -> None:
