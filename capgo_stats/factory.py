@@ -19,6 +19,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False
 
     store = open_store(app.config)
+    mark = protocol.secret_mark(app.config["STATS_HASH_SECRET"])
+    kept = store.remember("hash_secret", mark, replace=app.config["STATS_HASH_SECRET_CHANGED"])
+    settings.check_hash_secret(kept, mark, store.path)
     app.extensions["store"] = store
     app.extensions["actions"] = protocol.allowed_actions(app.config["STATS_EXTRA_ACTIONS"])
     app.extensions["app_ids"] = protocol.names(app.config["STATS_APP_IDS"]) or None

@@ -81,10 +81,10 @@ METADATA_MAX_KEYS, METADATA_MAX_KEY, METADATA_MAX_VALUE = 64, 128, 4096
 # Event times are milliseconds since 1970-01-01 UTC.
 HOUR_MS, DAY_MS = 3_600_000, 86_400_000
 
-# A device clock is believed when it is at most a year behind or a day ahead of arrival:
-# the plugin keeps unsent events across restarts, so old timestamps are real.
+# A device clock is believed when it is at most a year behind arrival (the plugin keeps unsent
+# events across restarts, so old timestamps are real) and not ahead of it: an event cannot
+# happen after it arrived, and one believed "23 h from now" made an app look alive for a day.
 PLAUSIBLE_PAST_MS = 366 * DAY_MS
-PLAUSIBLE_FUTURE_MS = DAY_MS
 
 # Stored columns, in insert order.
 COLUMNS = (
@@ -192,9 +192,7 @@ def _check_metadata(value: Any) -> str | None:
 
 def _event_time(device_ts: int | None, now_ms: int) -> int:
     """The event time: the device's clock when plausible, else the arrival time."""
-    if device_ts is None or not (
-        now_ms - PLAUSIBLE_PAST_MS <= device_ts <= now_ms + PLAUSIBLE_FUTURE_MS
-    ):
+    if device_ts is None or not now_ms - PLAUSIBLE_PAST_MS <= device_ts <= now_ms:
         return now_ms
     return device_ts
 
@@ -223,6 +221,15 @@ def _flag(event: dict, name: str, default: bool) -> tuple[int, str | None]:
 def pseudonym(value: str, secret: str) -> str:
     """The keyed hash stored instead of an id when STATS_HASH_SECRET is set (HMAC-SHA256, hex)."""
     return hmac.new(secret.encode(), value.encode(), hashlib.sha256).hexdigest()
+
+
+def secret_mark(secret: str) -> int:
+    """What a database remembers of STATS_HASH_SECRET: 0 for none, else 64 bits of a keyed hash
+    that tells one secret from another and gives nothing of it away."""
+    if not secret:
+        return 0
+    digest = hmac.new(secret.encode(), b"capgo-stats hash secret", hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big", signed=True) or 1
 
 
 def stored_id(field: str, value: str, secret: str = "") -> str | None:

@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "STATS_INGEST_KEY": "",
     "STATS_APP_IDS": "",
     "STATS_HASH_SECRET": "",
+    "STATS_HASH_SECRET_CHANGED": False,
     "STATS_LOG_LEVEL": "INFO",
 }
 
@@ -55,6 +56,18 @@ def from_env(name: str, default: Any) -> Any:
         except ValueError:
             raise SettingError(f"{name} must be a whole number, not {raw!r}") from None
     return raw
+
+
+def check_hash_secret(kept: int, mark: int, path: str) -> None:
+    """Refuse a STATS_HASH_SECRET other than the one the database was written with: every
+    device would be counted again under another id (two servers with two secrets, too)."""
+    if kept != mark:
+        raise SettingError(
+            f"{path} was written with {'another' if kept else 'no'} STATS_HASH_SECRET: with this"
+            " one every device would be counted again under a new id. Set the secret it was"
+            " written with; to change it on purpose (devices count anew from then on), start"
+            " once with STATS_HASH_SECRET_CHANGED=1."
+        )
 
 
 def load(test_config: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -232,6 +232,32 @@ def test_an_implausible_device_timestamp_falls_back_to_arrival_time(client, rows
     assert row["device_ts"] == timestamp
 
 
+def test_a_device_clock_running_fast_does_not_make_its_events_arrive_from_the_future(client, rows):
+    now = int(time.time() * 1000)
+    post(client, event(timestamp=now + 23 * 3_600_000))  # one phone's clock, 23 hours ahead
+    [row] = rows()
+    assert row["at"] == row["received_at"] and row["at"] <= int(time.time() * 1000)
+    summary = client.get("/stats/summary?app_id=com.example.app").json
+    assert summary["last_event_at"] <= client.get("/stats/summary").json["as_of"]
+    last = [line for line in client.get("/metrics").get_data(as_text=True).splitlines()
+            if line.startswith("capgo_stats_last_event_timestamp_seconds{")]  # fmt: skip
+    assert float(last[0].split()[-1]) <= time.time() + 1
+
+
+def test_events_of_one_device_in_one_millisecond_that_differ_in_any_field_are_all_kept(
+    client, rows
+):
+    at = int(time.time() * 1000) - 1000
+    errors = [
+        event(action="webview_resource_error", timestamp=at, metadata={"url": f"https://x/{i}.js"})
+        for i in range(5)
+    ]
+    assert [r["status"] for r in post(client, errors).json["results"]] == ["ok"] * 5
+    assert len(rows()) == 5
+    assert [r["status"] for r in post(client, errors).json["results"]] == ["ok"] * 5  # a resend
+    assert len(rows()) == 5
+
+
 def test_a_resent_batch_is_answered_ok_and_not_stored_twice(client, rows):
     assert post(client, BATCH_IOS_8).status_code == 200
     again = post(client, BATCH_IOS_8)

@@ -5,11 +5,14 @@ import hmac
 import json
 import logging
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
 from app import create_app
+from capgo_stats import protocol
+from capgo_stats.settings import SettingError
 from capgo_stats.web.context import stored_id
 from support.payloads import BATCH_IOS_8, event
 
@@ -104,7 +107,10 @@ def test_forget_device_with_a_hash_secret_hashes_the_id_it_is_given(hashed, give
 def test_forget_device_also_deletes_rows_stored_before_the_secret_was_set(tmp_path):
     path = str(tmp_path / "x.db")
     create_app({"STATS_DB": path}).test_client().post("/stats", json=event(device_id=DEVICE))
-    later = create_app({"STATS_DB": path, "STATS_HASH_SECRET": SECRET})
+    # the secret is set later, on purpose
+    later = create_app(
+        {"STATS_DB": path, "STATS_HASH_SECRET": SECRET, "STATS_HASH_SECRET_CHANGED": True}
+    )
     later.test_client().post("/stats", json=event(device_id=DEVICE))
     result = later.test_cli_runner().invoke(args=["forget-device", DEVICE])
     assert result.output == "Deleted 2 events of that device.\n"
@@ -179,3 +185,45 @@ def test_forget_device_also_deletes_its_rows_in_the_per_device_tables(app, clien
         assert left == [{"device_id": "bystander"}], table
     # The rollups hold counts only, and keep them.
     assert store.query("SELECT sum(count) AS n FROM rollup_day") == [{"n": 3}]
+
+
+def test_forget_device_deletes_a_custom_id_claimed_by_more_devices_than_sqlite_takes_variables(
+    app, runner, rows, monkeypatch
+):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    # SQLite's limit is a build setting (250,000 here, 32,766 in many builds): lower it so a
+    # few thousand devices go past it, as a million would on such a build.
+    connect = store._connect
+
+    def with_low_limit(*args, **kwargs):
+        conn = connect(*args, **kwargs)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        return conn
+
+    monkeypatch.setattr(store, "_connect", with_low_limit)
+    store._drop_pool()
+    rows_ = [protocol.validate(event(device_id=f"d{i}", custom_id="shared@example.com",
+                                     timestamp=now - i), protocol.KNOWN_ACTIONS, now)
+             for i in range(2_000)]  # fmt: skip
+    store.write(rows_, [], now)
+    result = runner.invoke(args=["forget-device", "shared@example.com"])
+    assert result.exit_code == 0, result.output
+    assert "Deleted 2000 events" in result.output
+    assert rows("SELECT count(*) AS n FROM event") == [{"n": 0}]
+    assert rows("SELECT count(*) AS n FROM device") == [{"n": 0}]
+
+
+@pytest.mark.parametrize(
+    "first, then", [("", SECRET), (SECRET, ""), (SECRET, "another secret of 24 chars")]
+)
+def test_a_server_with_another_hash_secret_than_the_database_was_written_with_refuses_to_start(
+    tmp_path, first, then
+):
+    path = str(tmp_path / "x.db")
+    create_app({"STATS_DB": path, "STATS_HASH_SECRET": first})
+    with pytest.raises(SettingError, match="STATS_HASH_SECRET_CHANGED=1"):
+        create_app({"STATS_DB": path, "STATS_HASH_SECRET": then})
+    create_app({"STATS_DB": path, "STATS_HASH_SECRET": first})  # the same secret starts
+    # a change on purpose is remembered: from then on the new secret is the database's
+    create_app({"STATS_DB": path, "STATS_HASH_SECRET": then, "STATS_HASH_SECRET_CHANGED": True})
+    create_app({"STATS_DB": path, "STATS_HASH_SECRET": then})

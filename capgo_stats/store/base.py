@@ -78,6 +78,11 @@ class Store(abc.ABC):
         """Recompute the rollups of the period still held as raw events; (events, since)."""
 
     @abc.abstractmethod
+    def remember(self, key: str, value: int, replace: bool = False) -> int:
+        """Keep `value` under `key` in the database unless one is kept already (or `replace`);
+        return the value kept."""
+
+    @abc.abstractmethod
     def check_writable(self) -> int:
         """The schema version, once the database was seen to take writes."""
 

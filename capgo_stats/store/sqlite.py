@@ -270,12 +270,25 @@ class SQLiteStore(Store):
             raise StoreUnavailable(str(e)) from None
         return deleted
 
+    def remember(self, key: str, value: int, replace: bool = False) -> int:
+        """Keep `value` under `key` in meta unless one is kept already (or `replace`)."""
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        try:
+            with self.transaction() as conn:
+                conn.execute(f"{verb} INTO meta (key, value) VALUES (?, ?)", (key, value))
+                return folding.position(conn, key)
+        except sqlite3.DatabaseError as e:
+            raise StoreUnavailable(str(e)) from None
+
     # -- the fold ----------------------------------------------------------------------------
 
     def pending(self) -> int:
         """How many stored events the fold has not reached yet."""
-        with self.connection() as conn:
-            return self._wait_for_lock(lambda: folding.pending(conn))
+        try:
+            with self.connection() as conn:
+                return self._wait_for_lock(lambda: folding.pending(conn))
+        except sqlite3.DatabaseError as e:
+            raise StoreUnavailable(str(e)) from None
 
     def fold(self, fold: FoldFn, limit: int = 5000) -> int:
         """Fold the next `limit` events into the rollups, deltas and position in one
