@@ -146,3 +146,41 @@ def test_forgetting_devices_takes_them_out_of_the_device_counts_only():
     assert dict(deltas.counts["device_bundle"]) == {("com.a", "ios", 1, "1.0.0"): -1}
     assert dict(deltas.counts["device_hour"]) == {("com.a", 2, "ios", 1): -1}
     assert not deltas.counts["rollup_day"]
+
+
+PARITY_CASES = [  # (action, version_name, old_version_name, is_prod, is_emulator, plugin_version)
+    ("set", "1.1.0", "1.0.0", True, False, "8.51.0"),
+    ("set", "1.1.0", "1.1.0", True, False, "8.51.0"),
+    ("set", "1.1.0:www/a.js", "1.0.0:www/b.js", True, False, "8.51.0"),
+    ("set", "1.1.0", "", True, False, "8.51.0"),
+    ("set", "1.1.0", "1.0.0", False, False, "8.51.0"),
+    ("set", "1.1.0", "1.0.0", True, True, "8.51.0"),
+    ("set_fail", "1.2.0", "", True, False, "8.51.0"),
+    ("download_fail", "1.2.0", "", True, False, "7.9.0"),  # legacy: not a failure
+    ("download_fail", "1.2.0", "", True, False, "7.17.0"),
+    ("unzip_fail", "1.2.0:www/x.js", "", True, False, "8.51.0"),
+    ("app_moved_to_foreground", "1.1.0", "", True, False, "8.51.0"),
+]
+
+
+def test_the_raw_event_filters_list_exactly_what_the_counting_rules_count(client):
+    """The drill-down's SQL filters mirror counting.py: they must agree case by case."""
+    bodies = [
+        {"action": action, "app_id": "com.a", "device_id": f"d{i}", "platform": "ios",
+         "version_name": version, "old_version_name": old, "is_prod": prod,
+         "is_emulator": emulator, "plugin_version": plugin, "timestamp": 1_790_000_000_000 + i}
+        for i, (action, version, old, prod, emulator, plugin) in enumerate(PARITY_CASES)
+    ]  # fmt: skip
+    assert client.post("/stats", json=bodies).status_code == 200
+    listed = client.get("/stats/events?include_dev=1&limit=100").json["events"]
+    assert len(listed) == len(PARITY_CASES)
+    for kind in ("install", "failure", "uninstall"):
+        found = client.get(f"/stats/events?include_dev=1&kind={kind}&limit=100").json["events"]
+        expected = [e["device_id"] for e in listed if kind in e["counts_as"]]
+        assert sorted(e["device_id"] for e in found) == sorted(expected), kind
+    prod = client.get("/stats/events?prod=1&limit=100").json["events"]
+    assert sorted(e["device_id"] for e in prod) == sorted(
+        e["device_id"] for e in listed if counting.is_prod(e["is_prod"], e["is_emulator"])
+    )
+    for e in listed:
+        assert e["bundle"] == counting.bundle_of(e["version_name"])

@@ -8,7 +8,11 @@ from __future__ import annotations
 from capgo_stats.filters import Filters
 from capgo_stats.store.segments import TIME_COLUMN
 
-# The bundle a `set` replaced: old_version_name up to the first ':' ('' when not sent).
+# The counting rules are counting.py's. Raw-event reads (the drill-down's filters, the minutes at
+# the ragged edges of a time range) need a few of them in SQL, to filter on an index rather than
+# in Python: these mirror counting.replaced_bundle, is_failure_action and is_prod (and the
+# generated `bundle` column of schema.sql mirrors bundle_of); tests/test_counting.py checks that
+# they agree case by case. The exact rules (legacy download_fail) are applied in Python after.
 OLD_BUNDLE = (
     "CASE WHEN instr(old_version_name, ':') > 0"
     " THEN substr(old_version_name, 1, instr(old_version_name, ':') - 1)"
