@@ -222,7 +222,7 @@ def burst(n: int, fold_interval: str, tmp: Path) -> dict:
 
 
 def bench_rows(n: int, base_ts: int) -> list[tuple]:
-    """The rows batch.lua's events become, validated as the server would."""
+    """The rows batch.lua's events become (200 a device), validated as the server would."""
     actions = ["app_moved_to_foreground", "app_moved_to_background", "download_complete", "set",
                "app_launch_ready"]  # fmt: skip
     now = protocol.now_ms()
@@ -230,7 +230,7 @@ def bench_rows(n: int, base_ts: int) -> list[tuple]:
     for i in range(1, n + 1):
         event = {
             "action": actions[i % 5], "app_id": "com.bench.app",
-            "device_id": f"0f673663-459a-44c0-a7f5-{i % 5000:08d}", "platform": "android",
+            "device_id": f"0f673663-459a-44c0-a7f5-{i // 200 % 5000:08d}", "platform": "android",
             "custom_id": "", "version_name": "1.2.3", "version_build": "1.2.0",
             "version_code": "12", "version_os": "14", "plugin_version": "8.51.14",
             "is_emulator": False, "is_prod": True, "defaultChannel": "",
