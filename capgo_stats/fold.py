@@ -9,13 +9,17 @@ inside it, so the database lets one fold at a time and none folds an event twice
 from __future__ import annotations
 
 import logging
+import time
 
 from capgo_stats import counting
 from capgo_stats.store import Store, StoreUnavailable
 
 log = logging.getLogger("capgo_stats.fold")
 
-BATCH = 5000  # events per fold transaction: ~50 ms of holding the write lock here
+BATCH = 5000  # events per fold transaction: ~50-150 ms of holding the write lock here
+# Between two full batches the fold lets go of the lock this long: longer than a waiting writer
+# polls (5 ms at most, store/sqlite.py), so ingest gets its turn however large the backlog.
+PAUSE_S = 0.006
 
 
 def catch_up(store: Store, batch: int = BATCH) -> int:
@@ -23,6 +27,8 @@ def catch_up(store: Store, batch: int = BATCH) -> int:
     folded = 0
     while n := store.fold(counting.fold, batch):
         folded += n
+        if n == batch:
+            time.sleep(PAUSE_S)
     return folded
 
 

@@ -4,6 +4,7 @@ read sees every event answered 200."""
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -274,3 +275,25 @@ def test_an_event_stored_after_the_newest_events_were_deleted_is_still_counted(a
     counts = client.get("/stats/counts").json["counts"]
     assert sum(c["count"] for c in counts) == 4  # 3 kept by the rollups, and the late one
     assert client.get("/stats/devices/late").status_code == 200
+
+
+@pytest.mark.slow
+def test_ingest_gets_its_turn_while_a_read_folds_a_large_backlog(tmp_path):
+    path = str(tmp_path / "busy.db")
+    reader, writer = create_app({"STATS_DB": path}), create_app({"STATS_DB": path})
+    backlog = [event(device_id=f"d{i % 3000}", timestamp=NOW - i) for i in range(40_000)]
+    for start in range(0, len(backlog), 1000):
+        post_ok(writer.test_client(), backlog[start : start + 1000])
+    store, waits = reader.extensions["store"], []
+    folding = threading.Thread(target=fold.catch_up, args=(store,))
+    started = time.perf_counter()
+    folding.start()
+    client = writer.test_client()
+    while folding.is_alive():
+        sent = time.perf_counter()
+        post_ok(client, [event(device_id="live", timestamp=NOW + len(waits))])
+        waits.append(time.perf_counter() - sent)
+    took = time.perf_counter() - started
+    assert len(waits) >= 3, "the fold ended before ingest could try"
+    # Each post waits for at most one fold batch, never for the whole backlog.
+    assert max(waits) < took / 3, (max(waits), took)
