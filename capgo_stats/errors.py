@@ -12,12 +12,21 @@ class ApiError(Exception):
     """An error answer: its HTTP status, a stable machine-readable code and a human message.
 
     `param` names the query parameter (or command option) at fault, when there is one, so the
-    CLI can point at its own option instead.
+    CLI can point at its own option instead; `headers` go with the answer (WWW-Authenticate on a
+    401, Retry-After on a 429).
     """
 
-    def __init__(self, status: int, error: str, message: str, param: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        param: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ):
         super().__init__(message)
         self.status, self.error, self.message, self.param = status, error, message, param
+        self.headers = headers or []
 
 
 def invalid_filter(name: str, message: str) -> ApiError:

@@ -20,7 +20,6 @@ from collections.abc import Callable
 import click
 from flask import Flask, current_app, request
 from werkzeug.datastructures import WWWAuthenticate
-from werkzeug.exceptions import TooManyRequests, Unauthorized
 
 from capgo_stats.errors import ApiError
 
@@ -99,29 +98,34 @@ def check_access() -> None:
         check_read_token(config["STATS_READ_TOKEN"])
 
 
+# What a 401 asks for: a Bearer token, or Basic (so a browser shows its login box).
+CHALLENGES = [str(WWWAuthenticate(kind, {"realm": "capgo-stats"})) for kind in ("bearer", "basic")]
+
+
 def check_read_token(token: str) -> None:
     """A read route: 429 for an address that guessed too often, 401 for a wrong token."""
     failures: Failures = current_app.extensions["read_failures"]
     address = request.remote_addr or ""
     wait = failures.retry_after(address)
     if wait is not None:
-        raise TooManyRequests(
+        raise ApiError(
+            429,
+            "too_many_requests",
             "Too many wrong read tokens from this address: retry after"
             f" {wait} s with the right STATS_READ_TOKEN.",
-            retry_after=wait,
+            headers=[("Retry-After", str(wait))],
         )
     given = _read_credential()
     if not _same_secret(given, token):
         if given:  # a browser's first request carries none: that is no guess
             failures.record(address)
-        raise Unauthorized(
+        raise ApiError(
+            401,
+            "unauthorized",
             "Send the read token as the header Authorization: Bearer <STATS_READ_TOKEN>"
             " (in a browser: any user name, the token as password).",
             # Basic as well, so a browser asks for it and the dashboard works as is.
-            www_authenticate=[
-                WWWAuthenticate("bearer", {"realm": "capgo-stats"}),
-                WWWAuthenticate("basic", {"realm": "capgo-stats"}),
-            ],
+            headers=[("WWW-Authenticate", challenge) for challenge in CHALLENGES],
         )
 
 

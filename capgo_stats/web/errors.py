@@ -1,7 +1,8 @@
 """The one error handler: every error answer is `{"error": code, "message": text}` in JSON.
 
-It answers our ApiError, werkzeug's own HTTP errors (404, 405, 500...) keeping their headers
-(Allow, WWW-Authenticate), and StoreUnavailable (a read that met a missing or locked database).
+It answers our ApiError (every error answer of ours, with its headers), werkzeug's own HTTP
+errors (404, 405, 413, 500...) keeping their headers (Allow), and StoreUnavailable (a read
+that met a missing or locked database).
 """
 
 from __future__ import annotations
@@ -17,19 +18,22 @@ from capgo_stats.store import StoreUnavailable
 UNREADABLE = "The database cannot be read right now. Retry later."
 
 
-def error_response(status: int, error: str, message: str) -> Response:
+def error_response(
+    status: int, error: str, message: str, headers: list[tuple[str, str]] | None = None
+) -> Response:
     """The one JSON error body every error answer uses."""
     return Response(
         json.dumps({"error": error, "message": message}),
         status=status,
         mimetype="application/json",
+        headers=headers,
     )
 
 
 def handle_error(e: Exception) -> Response:
     """Answer an ApiError, an HTTPException (500 included) or StoreUnavailable in the shape."""
     if isinstance(e, ApiError):
-        return error_response(e.status, e.error, e.message)
+        return error_response(e.status, e.error, e.message, e.headers)
     if isinstance(e, StoreUnavailable):
         return error_response(503, "storage_unavailable", UNREADABLE)
     assert isinstance(e, HTTPException)
