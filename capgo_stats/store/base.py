@@ -18,7 +18,7 @@ from capgo_stats.filters import Filters
 from capgo_stats.protocol import Refusal
 
 # counting.fold: a batch of raw rows, the states they need, to the deltas to write.
-FoldFn = Callable[[list[tuple], dict[DeviceKey, Device], set[DayKey]], Deltas]
+FoldFn = Callable[[list[tuple], dict[DeviceKey, Device], set[DayKey], dict], Deltas]
 
 
 class StoreUnavailable(Exception):
@@ -106,6 +106,18 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def device_bundles(self, filters: Filters, prod_only: bool) -> dict[str | None, int]:
         """How many devices currently run each bundle (None: no bundle reported yet)."""
+
+    @abc.abstractmethod
+    def outcome_totals(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], int]:
+        """Devices per (bundle, outcome: installed or failed) over all stored history."""
+
+    @abc.abstractmethod
+    def reach_totals(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], int]:
+        """Devices per (bundle, kind: active or issue) first counted on days of the range."""
+
+    @abc.abstractmethod
+    def histograms(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], dict]:
+        """Duration samples per (bundle, launch or install), as {bucket: count}."""
 
     @abc.abstractmethod
     def active_since(self, filters: Filters, prod_only: bool, since: list[int]) -> list[int]:

@@ -260,7 +260,7 @@ class SQLiteStore(Store):
                         deleted += conn.execute(
                             f"DELETE FROM event WHERE {column} IN ({marks(chunk)})", chunk
                         ).rowcount
-                for table in ("device", "device_day"):
+                for table in ("device", "device_day", "version_device"):
                     for chunk in _chunked(sorted(devices)):
                         conn.execute(
                             f"DELETE FROM {table} WHERE device_id IN ({marks(chunk)})", chunk
@@ -431,6 +431,40 @@ class SQLiteStore(Store):
             params,
         )
         return dict(rows)
+
+    def outcome_totals(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], int]:
+        """Devices per (bundle, outcome) over all stored history (outcome_devices)."""
+        where, params = device_where(filters, prod_only)
+        rows = self._rows(
+            f"SELECT bundle, outcome, sum(devices) FROM outcome_devices WHERE {where}"
+            " GROUP BY 1, 2 HAVING sum(devices) > 0",
+            params,
+        )
+        return {(bundle, outcome): n for bundle, outcome, n in rows}
+
+    def reach_totals(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], int]:
+        """Devices per (bundle, kind) whose first event running it ('active') or first issue on
+        it ('issue') fell on a UTC day touching [since, until) (reach_day)."""
+        where, params = _day_where(filters, prod_only)
+        rows = self._rows(
+            f"SELECT bundle, kind, sum(devices) FROM reach_day WHERE {where}"
+            " GROUP BY 1, 2 HAVING sum(devices) > 0",
+            params,
+        )
+        return {(bundle, kind): n for bundle, kind, n in rows}
+
+    def histograms(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], dict]:
+        """Samples per (bundle, 'launch' or 'install') and bucket, days touching the range."""
+        where, params = _day_where(filters, prod_only)
+        found: dict[tuple[str, str], dict] = {}
+        for metric, table, count in HISTOGRAMS:
+            for bundle, bucket, n in self._rows(
+                f"SELECT bundle, bucket, sum({count}) FROM {table} WHERE {where}"
+                f" GROUP BY 1, 2 HAVING sum({count}) > 0",
+                params,
+            ):
+                found.setdefault((bundle, metric), {})[bucket] = n
+        return found
 
     def active_since(self, filters: Filters, prod_only: bool, since: list[int]) -> list[int]:
         """For each hour in `since` (ms, whole hours), how many devices were last seen in it
@@ -775,6 +809,21 @@ class SQLiteStore(Store):
 # (the fingerprint is only the dedupe key).
 EVENT_COLUMNS = frozenset(("id", *COLUMNS, "bundle"))
 SHOWN = COLUMNS[: COLUMNS.index("fingerprint")]
+
+
+HISTOGRAMS = (("launch", "launch_day", "count"), ("install", "install_day", "devices"))
+
+
+def _day_where(filters: Filters, prod_only: bool) -> tuple[str, list]:
+    """WHERE on a per-day table: the app, platform, prod, and the UTC days touching the range."""
+    where, params = device_where(filters, prod_only)
+    if filters.since is not None:
+        where += " AND day >= ?"
+        params.append(filters.since // DAY_MS)
+    if filters.until is not None:
+        where += " AND day < ?"
+        params.append(-(-filters.until // DAY_MS))
+    return where, params
 
 
 def _chunked(values: list[str]) -> Iterator[list[str]]:
