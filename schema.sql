@@ -258,4 +258,27 @@ CREATE TABLE IF NOT EXISTS launch_day (
     PRIMARY KEY (app_id, day, bundle, platform, prod, bucket)
 ) WITHOUT ROWID;
 
+-- The bundle each device last ran on each UTC day (by event time, among the events that report
+-- the bundle a device runs), and the devices per day and bundle it makes: version adoption.
+CREATE TABLE IF NOT EXISTS adoption_device (
+    app_id    TEXT    NOT NULL,
+    day       INTEGER NOT NULL,
+    device_id TEXT    NOT NULL,
+    platform  TEXT    NOT NULL,
+    prod      INTEGER NOT NULL,
+    bundle    TEXT    NOT NULL,
+    bundle_at INTEGER NOT NULL,
+    PRIMARY KEY (app_id, day, device_id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS adoption_day (
+    app_id   TEXT    NOT NULL,
+    day      INTEGER NOT NULL,
+    platform TEXT    NOT NULL,
+    prod     INTEGER NOT NULL,
+    bundle   TEXT    NOT NULL,
+    devices  INTEGER NOT NULL,
+    PRIMARY KEY (app_id, day, platform, prod, bundle)
+) WITHOUT ROWID;
+
 PRAGMA user_version = 5;

@@ -228,6 +228,16 @@ def version_buckets(key: VersionKey, state: VersionDevice) -> list[tuple[str, tu
     return rows
 
 
+def next_day_bundle(
+    state: DayBundle | None, at: int, platform: str, prod: int, bundle: str
+) -> DayBundle:
+    """The bundle a device last ran on a day after one more event reporting one: the latest
+    by event time (on a tie, the event folded later), with that event's platform and prod."""
+    if state is not None and at < state[3]:
+        return state
+    return (platform, prod, bundle, at)
+
+
 def _names_version(action: str, running: bool, failure: bool) -> dict | None:
     """What an event is for its version's record, or None when it does not touch one."""
     download = action in DOWNLOAD_STARTS
@@ -256,6 +266,8 @@ DayKey = tuple[str, int, str]  # (app_id, day, device_id)
 # run_at, issue_at); outcome is NO_OUTCOME, FAILED or INSTALLED, the times the earliest seen.
 VersionDevice = tuple[int, str, int, int, int | None, int | None, int | None, int | None]
 VersionKey = tuple[str, str, str]  # (app_id, bundle, device_id)
+# The bundle a device last ran on a day: (platform, prod, bundle, bundle_at), by DayKey.
+DayBundle = tuple[str, int, str, int]
 
 # The tables of counts, each with its key columns then its count column, as schema.sql has them.
 COUNTS = {
@@ -277,6 +289,7 @@ COUNTS = {
     "reach_day": ("app_id", "day", "bundle", "platform", "prod", "kind", "devices"),
     "install_day": ("app_id", "day", "bundle", "platform", "prod", "bucket", "devices"),
     "launch_day": ("app_id", "day", "bundle", "platform", "prod", "bucket", "count"),
+    "adoption_day": ("app_id", "day", "platform", "prod", "bundle", "devices"),
 }  # fmt: skip
 # The counts made from version_device alone, so a rebuild can count them again from it.
 VERSION_COUNTS = ("outcome_devices", "reach_day", "install_day")
@@ -292,6 +305,7 @@ class Deltas:
     devices: dict[DeviceKey, Device] = field(default_factory=dict)
     device_days: dict[DayKey, int] = field(default_factory=dict)  # -> prod of its first event
     versions: dict[VersionKey, VersionDevice] = field(default_factory=dict)
+    day_bundles: dict[DayKey, DayBundle] = field(default_factory=dict)
 
 
 def next_state(
@@ -325,14 +339,16 @@ def fold(
     devices: dict[DeviceKey, Device],
     days: set[DayKey],
     versions: dict[VersionKey, VersionDevice] | None = None,
+    day_bundles: dict[DayKey, DayBundle] | None = None,
 ) -> Deltas:
     """The deltas of a batch of raw events (FOLD_COLUMNS, in id order).
 
     devices: the current state of the devices the batch names (absent: never seen); days: which
     of the batch's (app_id, day, device_id) already counted the device as active that day;
-    versions: the stored records of the (app_id, bundle, device_id) the batch names.
+    versions: the stored records of the (app_id, bundle, device_id) the batch names;
+    day_bundles: the stored bundle each (app_id, day, device_id) of the batch last ran.
     """
-    deltas, versions = Deltas(), versions or {}
+    deltas, versions, day_bundles = Deltas(), versions or {}, day_bundles or {}
     counts = deltas.counts
     # Counted per hour first; the day tables are summed from the hours (24 hours make a day).
     hours, failures = Counter(), Counter()
@@ -347,6 +363,10 @@ def fold(
             counts["launch_day"][launch] += 1
         counted = counts_as_failure(action, plugin, platform)
         touch = _names_version(action, reports_running_bundle(action, version), counted)
+        if touch is not None and touch["running"]:
+            dkey = (app, at // DAY_MS, device)
+            ran = deltas.day_bundles.get(dkey) or day_bundles.get(dkey)
+            deltas.day_bundles[dkey] = next_day_bundle(ran, at, platform, prod, bundle)
         if touch is not None:
             vkey = (app, bundle, device)
             record = records.get(vkey) or versions.get(vkey)
@@ -374,6 +394,12 @@ def fold(
         counts["active_day"][(app, day, prod)] += 1
     for vkey, record in records.items():
         move_version(counts, vkey, versions.get(vkey), record)
+    for (app, day, device), ran in deltas.day_bundles.items():
+        old = day_bundles.get((app, day, device))
+        if old is not None and old[:3] != ran[:3]:
+            counts["adoption_day"][(app, day, *old[:3])] -= 1
+        if old is None or old[:3] != ran[:3]:
+            counts["adoption_day"][(app, day, *ran[:3])] += 1
     return deltas
 
 

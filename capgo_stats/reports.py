@@ -71,6 +71,10 @@ DEFINITIONS = {
     " pairs over 2 hours left out; p50 and p90, by the UTC day of that set.",
     "percentiles": "Percentiles are read from histograms whose buckets are 2^(1/8) wide: each"
     " value is its bucket's geometric middle, within 4.4 % of the true value.",
+    "adoption_devices": "Devices that sent an event reporting the bundle they run (not a"
+    " failure, not a download) that UTC day.",
+    "adoption_shares": "The share of that day's devices whose last such event that day named"
+    " each version (builtin and unknown included), so a day's shares add up to 100 %.",
     "change": "Each figure minus the same figure of the previous version, the one first seen"
     " before it; null for the first version or when either figure is null.",
     "builtin": "builtin is the bundle shipped inside the native app; unknown covers devices"
@@ -442,6 +446,29 @@ def timeline(
     }
 
 
+def adoption(store: Store, filters: Filters, include_dev: bool = False, now: int = 0) -> dict:
+    """One point per UTC day: devices that ran a bundle, and each version's share of them."""
+    filters, prod_only = with_app(store, filters), not include_dev
+    lo, hi, notes = bucket_range(store, filters, "day", now or _now())
+    per_day: list[dict[str, int]] = [{} for _ in range(lo, hi)]
+    for day, bundle, n in store.adoption_series(filters, lo, hi, prod_only):
+        counts, group = per_day[day - lo], version_group(bundle)
+        counts[group] = counts.get(group, 0) + n
+    points = []
+    for day, counts in zip(range(lo, hi), per_day, strict=True):
+        devices = sum(counts.values())
+        shares = {version: ratio(n, devices) for version, n in sorted(counts.items())}
+        points.append({"t": iso(day * DAY_MS), "devices": devices, "shares": shares})
+    return {
+        "app_id": filters.app_id or None,
+        "include_dev": include_dev,
+        "since": iso(lo * DAY_MS),
+        "until": iso(hi * DAY_MS),
+        "points": points,
+        "notes": notes,
+    }
+
+
 def _now() -> int:
     """The current time in epoch ms."""
     return time.time_ns() // 1_000_000
@@ -703,6 +730,7 @@ def dashboard(store: Store, filters: Filters, include_dev: bool = False, now: in
     report["versions"] = versions(store, filters, include_dev, failure_rows)
     report["health"] = health(store, filters, include_dev)
     report["timeline"] = timeline(store, filters, "day", include_dev, now)
+    report["adoption"] = adoption(store, filters, include_dev, now)
     report["failures"] = failures(store, filters, include_dev, failure_rows=failure_rows)
     report["rejected"] = rejected(store, filters, with_unknown_app=True)
     if not include_dev and _counted_nothing(report["versions"]):

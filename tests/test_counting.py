@@ -240,3 +240,18 @@ def test_a_fold_counts_a_device_once_per_version_whatever_it_repeats():
     )  # fmt: skip
     assert dict(deltas.counts["outcome_devices"]) == {("com.a", "1.0.0", "ios", 1, "installed"): 1}
     assert dict(deltas.counts["reach_day"]) == {("com.a", 0, "1.0.0", "ios", 1, "active"): 1}
+
+
+@pytest.mark.parametrize(
+    "state, event, after",
+    [
+        (None, (100, "ios", 1, "1.0.0"), ("ios", 1, "1.0.0", 100)),
+        # a later event moves the day's bundle, an earlier one sent late does not
+        (("ios", 1, "1.0.0", 100), (200, "ios", 1, "1.1.0"), ("ios", 1, "1.1.0", 200)),
+        (("ios", 1, "1.1.0", 200), (150, "ios", 1, "1.0.0"), ("ios", 1, "1.1.0", 200)),
+        # on a tie the event folded later wins
+        (("ios", 1, "1.0.0", 100), (100, "ios", 1, "1.1.0"), ("ios", 1, "1.1.0", 100)),
+    ],
+)
+def test_the_bundle_a_device_ran_on_a_day_is_that_of_its_latest_event(state, event, after):
+    assert counting.next_day_bundle(state, *event) == after

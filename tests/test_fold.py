@@ -19,7 +19,7 @@ from support.payloads import event
 
 HOUR, DAY = 3_600_000, 86_400_000
 NOW = protocol.now_ms()
-DERIVED = [*counting.COUNTS, "device", "device_day", "version_device"]
+DERIVED = [*counting.COUNTS, "device", "device_day", "version_device", "adoption_device"]
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -148,3 +148,49 @@ def test_health_leaves_dev_builds_out_unless_include_dev(client):
     assert health_of(client) == {}
     dev = health_of(client, include_dev=1)["2.0.0"]
     assert (dev["active_devices"], dev["issues"], dev["issue_devices"]) == (1, 1, 1)
+
+
+# -- adoption: the bundle each device last ran, per UTC day ------------------------------------
+
+ADOPTION = [
+    # day 1: a1 runs 1.0.0 then sets 1.1.0; a2 runs 1.0.0; a3 (android) runs builtin
+    ev("a1", "app_moved_to_foreground", "1.0.0"), ev("a1", "set", at=HOUR),
+    ev("a2", "app_moved_to_foreground", "1.0.0"),
+    ev("a3", "app_moved_to_foreground", "builtin", platform="android"),
+    ev("a4", "download_zip_start"),  # names a target bundle, runs none: not counted
+    ev("a5", "app_moved_to_foreground", "1.0.0", is_prod=False),  # a dev build
+    # day 2: a1 still on 1.1.0; a2 sets it, and an earlier event of 1.0.0 arrives after
+    ev("a1", "app_moved_to_foreground", at=DAY), ev("a2", "set", at=DAY + HOUR),
+    ev("a2", "app_moved_to_foreground", "1.0.0", at=DAY + 10 * MINUTE),
+]  # fmt: skip
+
+
+def adoption_of(client, **args):
+    """The /stats/adoption points over the two days of the story."""
+    since, until = reports.iso(T0 - HOUR), reports.iso(T0 - HOUR + 2 * DAY)
+    query = {"app_id": "com.example.app", "since": since, "until": until, **args}
+    response = client.get("/stats/adoption", query_string=query)
+    assert response.status_code == 200, response.json
+    return [(p["devices"], p["shares"]) for p in response.json["points"]]
+
+
+def test_adoption_shares_each_days_devices_by_the_bundle_they_last_ran(client):
+    post_ok(client, ADOPTION)
+    third = 0.3333
+    assert adoption_of(client) == [
+        (3, {"1.0.0": third, "1.1.0": third, "builtin": third}),
+        (2, {"1.1.0": 1.0}),
+    ]
+
+
+def test_adoption_follows_the_platform_filter_and_include_dev(client):
+    post_ok(client, ADOPTION)
+    assert adoption_of(client, platform="ios")[0] == (2, {"1.0.0": 0.5, "1.1.0": 0.5})
+    assert adoption_of(client, include_dev=1)[0][0] == 4
+
+
+def test_the_dashboard_draws_the_adoption_chart_stacked_by_version(client):
+    post_ok(client, ADOPTION)
+    html = client.get("/?app_id=com.example.app").get_data(as_text=True)
+    assert 'data-chart="shares"' in html
+    assert 'data-series="1.1.0" data-value="2"' in html

@@ -255,9 +255,18 @@ def test_the_dashboard_in_chromium_tells_the_same_story(app, rollout, tmp_path):
         "failures": "3",
         "fail_rate": "60.0 %",
         "attempts": "5",
+        # A and B installed; C, D and I failed (J's legacy download_fail is no failure)
+        "installed_devices": "2",
+        "failed_devices": "3",
+        "device_fail_rate": "60.0 %",
         "first_seen": iso_day(3),
         "last_seen": iso_day(1),
     }
+    # A and B ran 1.1.0 (F and G are not prod); nobody sent an app-health issue
+    assert page.figure("active_devices", table="health", version="1.1.0") == "2"
+    assert page.figure("issue_free_rate", table="health", version="1.1.0") == "100.0 %"
+    shares = {bar["data-series"] for bar in page.bars["shares"]}
+    assert shares == {"1.0.0", "1.1.0", "builtin"}
     assert page.row("1.0.0")["devices"] == "5" and page.row("1.0.0")["share"] == "62.5 %"
     assert page.row("builtin")["devices"] == "1"
     assert page.figure("minutes_since_last_event") == "0 minutes ago"

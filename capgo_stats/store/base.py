@@ -18,7 +18,7 @@ from capgo_stats.filters import Filters
 from capgo_stats.protocol import Refusal
 
 # counting.fold: a batch of raw rows, the states they need, to the deltas to write.
-FoldFn = Callable[[list[tuple], dict[DeviceKey, Device], set[DayKey], dict], Deltas]
+FoldFn = Callable[[list[tuple], dict[DeviceKey, Device], set[DayKey], dict, dict], Deltas]
 
 
 class StoreUnavailable(Exception):
@@ -152,6 +152,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def active_series(self, app_id: str, lo: int, hi: int, prod_only: bool) -> dict[int, int]:
         """Distinct devices per day lo..hi-1 (day numbers)."""
+
+    @abc.abstractmethod
+    def adoption_series(
+        self, filters: Filters, lo: int, hi: int, prod_only: bool
+    ) -> list[tuple[int, str, int]]:
+        """(day, bundle, devices) per day lo..hi-1, by the bundle a device last ran that day."""
 
     @abc.abstractmethod
     def refusals(self, filters: Filters, app_ids: list[str] | None) -> list[dict]:

@@ -260,7 +260,7 @@ class SQLiteStore(Store):
                         deleted += conn.execute(
                             f"DELETE FROM event WHERE {column} IN ({marks(chunk)})", chunk
                         ).rowcount
-                for table in ("device", "device_day", "version_device"):
+                for table in ("device", "device_day", "version_device", "adoption_device"):
                     for chunk in _chunked(sorted(devices)):
                         conn.execute(
                             f"DELETE FROM {table} WHERE device_id IN ({marks(chunk)})", chunk
@@ -536,6 +536,17 @@ class SQLiteStore(Store):
         )
         return dict(rows)
 
+    def adoption_series(
+        self, filters: Filters, lo: int, hi: int, prod_only: bool
+    ) -> list[tuple[int, str, int]]:
+        """(day, bundle, devices) for days lo..hi-1: devices by the bundle they last ran."""
+        where, params = device_where(filters, prod_only)
+        return self._rows(
+            f"SELECT day, bundle, sum(devices) FROM adoption_day WHERE {where}"
+            " AND day >= ? AND day < ? GROUP BY 1, 2 HAVING sum(devices) > 0",
+            [*params, lo, hi],
+        )
+
     def refusals(self, filters: Filters, app_ids: list[str] | None) -> list[dict]:
         """Refused-event tallies per (day, app, reason, action), newest day first.
 
@@ -690,6 +701,7 @@ class SQLiteStore(Store):
         # arrive for any day inside the plausibility window, so keep those days.
         oldest_day = min(before_ms, int(time.time() * 1000) - DEVICE_DAY_KEEP_MS) // DAY_MS
         self._execute_write("DELETE FROM device_day WHERE day < ?", (oldest_day,))
+        self._execute_write("DELETE FROM adoption_device WHERE day < ?", (oldest_day,))
         # Counts that devices moved out of stay behind at zero: nothing reads them.
         self._execute_write("DELETE FROM device_bundle WHERE devices = 0")
         self._execute_write("DELETE FROM device_hour WHERE devices = 0")

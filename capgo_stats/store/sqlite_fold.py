@@ -13,6 +13,7 @@ from capgo_stats.counting import (
     COUNTS,
     FOLD_COLUMNS,
     VERSION_COUNTS,
+    DayBundle,
     DayKey,
     Deltas,
     Device,
@@ -81,7 +82,7 @@ def batch_after(conn: sqlite3.Connection, after: int, limit: int) -> list[tuple]
 def fill_health(conn: sqlite3.Connection, fold: FoldFn, batch: int = 5000) -> None:
     """Fold every stored event into the release-health tables only (a schema-4 upgrade: the
     other rollups are kept as they are). Raw events pruned before are not in them."""
-    tables, after = (*VERSION_COUNTS, "launch_day"), 0
+    tables, after = (*VERSION_COUNTS, "launch_day", "adoption_day"), 0
     while rows := batch_after(conn, after, batch):
         deltas = fold_batch_deltas(conn, fold, rows)
         deltas.counts = {table: deltas.counts[table] for table in tables}
@@ -100,14 +101,15 @@ def fold_batch_deltas(conn: sqlite3.Connection, fold: FoldFn, rows: list[tuple])
     devices = device_states(conn, {(row[2], row[3]) for row in rows})
     days = seen_days(conn, {(row[2], row[1] // DAY_MS, row[3]) for row in rows})
     versions = version_states(conn, {(row[2], bundle_of(row[6]), row[3]) for row in rows})
-    return fold(rows, devices, days, versions)
+    ran = day_bundles(conn, {(row[2], row[1] // DAY_MS, row[3]) for row in rows})
+    return fold(rows, devices, days, versions, ran)
 
 
 # -- rebuild: the held period folded again -------------------------------------------------------
 
 HOUR_TABLES = ("rollup_hour", "failure_hour")
 DAY_TABLES = ("rollup_day", "failure_day", "uninstall_day", "active_day", "device_day")
-DAY_TABLES += ("launch_day",)
+DAY_TABLES += ("launch_day", "adoption_day", "adoption_device")
 
 
 def clear_held_period(conn: sqlite3.Connection, since: int) -> tuple[int, int]:
@@ -134,8 +136,9 @@ def held_only(deltas: Deltas, floors: tuple[int, int]) -> Deltas:
         floor = hour if table in HOUR_TABLES else day
         for key in [key for key in counts if key[1] < floor]:
             del counts[key]
-    for key in [key for key in deltas.device_days if key[1] < day]:
-        del deltas.device_days[key]
+    for states in (deltas.device_days, deltas.day_bundles):
+        for key in [key for key in states if key[1] < day]:
+            del states[key]
     return deltas
 
 
@@ -207,6 +210,15 @@ def version_states(
     return {row[:3]: row[3:] for row in _lookup(conn, sql, keys)}
 
 
+def day_bundles(conn: sqlite3.Connection, keys: set[DayKey]) -> dict[DayKey, DayBundle]:
+    """The bundle each of these (app_id, day, device_id) last ran, when one is stored."""
+    sql = (
+        "SELECT app_id, day, device_id, platform, prod, bundle, bundle_at FROM adoption_device"
+        " WHERE app_id = ? AND day = ? AND device_id IN ({marks})"
+    )
+    return {row[:3]: row[3:] for row in _lookup(conn, sql, keys)}
+
+
 def seen_days(conn: sqlite3.Connection, keys: set[DayKey]) -> set[DayKey]:
     """Which of these (app_id, day, device_id) already counted the device as active."""
     sql = (
@@ -237,6 +249,14 @@ def apply(conn: sqlite3.Connection, deltas: Deltas) -> None:
             f" VALUES ({', '.join('?' * len(columns))}) ON CONFLICT (app_id, bundle, device_id)"
             " DO UPDATE SET " + ", ".join(f"{name} = excluded.{name}" for name in VERSION_COLUMNS),
             [(*key, *state) for key, state in sorted(deltas.versions.items())],
+        )
+    if deltas.day_bundles:
+        conn.executemany(
+            "INSERT INTO adoption_device (app_id, day, device_id, platform, prod, bundle,"
+            " bundle_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (app_id, day, device_id)"
+            " DO UPDATE SET platform = excluded.platform, prod = excluded.prod,"
+            " bundle = excluded.bundle, bundle_at = excluded.bundle_at",
+            [(*key, *state) for key, state in sorted(deltas.day_bundles.items())],
         )
     if deltas.device_days:
         conn.executemany(

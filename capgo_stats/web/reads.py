@@ -65,6 +65,15 @@ def health() -> dict:
     return reports.health(read_store(), report_filters, query_flag("include_dev"))
 
 
+@bp.get("/stats/adoption")
+def adoption() -> dict:
+    """GET /stats/adoption: per UTC day, devices and each version's share of them."""
+    report_filters = query_filters(allow_action=False)
+    return reports.adoption(
+        read_store(), report_filters, query_flag("include_dev"), protocol.now_ms()
+    )
+
+
 @bp.get("/stats/timeline")
 def timeline() -> dict:
     """GET /stats/timeline: zero-filled series per day or hour."""
