@@ -258,28 +258,65 @@ class Rate(click.ParamType):
 @click.option(
     "--max-fail-rate",
     type=Rate(),
-    required=True,
     help="Highest acceptable failures / (installs + failures): 0.05 or 5%.",
+)
+@click.option(
+    "--max-device-fail-rate",
+    type=Rate(),
+    help="Highest acceptable Wilson lower bound of failed / (installed + failed) devices.",
+)
+@click.option(
+    "--max-issue-rate",
+    type=Rate(),
+    help="Highest acceptable Wilson lower bound of issue devices / active devices.",
 )
 @click.option(
     "--min-devices",
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Fewest devices reporting (installs + failures) needed for a verdict.",
+    help="Fewest devices (reporting, with an outcome, or active) needed for a verdict.",
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    default=0.95,
+    show_default=True,
+    help="Confidence of the Wilson interval whose lower bound is judged.",
 )
 @with_appcontext
-def gate_command(app_id: str, version: str, max_fail_rate: float, min_devices: int) -> None:
+def gate_command(
+    app_id: str,
+    version: str,
+    max_fail_rate: float | None,
+    max_device_fail_rate: float | None,
+    max_issue_rate: float | None,
+    min_devices: int,
+    confidence: float,
+) -> None:
     """Decide whether a bundle may be promoted: exit 0 pass, 1 fail, 2 not enough data.
 
     \b
-    Counts as GET /stats/versions does, prod devices only, all stored history.
+    Counts as GET /stats/versions and /stats/health do, prod devices, all stored history.
+    Each limit given is judged on its own line; any FAIL exits 1, else any NO DATA 2.
     Example, in a CI pipeline:
         flask gate --app-id com.example.app --version 1.2.3 --max-fail-rate 2% --min-devices 50
+        flask gate --app-id com.example.app --version 1.2.3 --max-device-fail-rate 2%
     """
-    verdict = reports.gate(_read_store(), app_id, version, max_fail_rate, min_devices)
-    click.echo(verdict.line)
-    raise SystemExit(verdict.code)
+    if max_fail_rate is None and max_device_fail_rate is None and max_issue_rate is None:
+        raise click.UsageError(
+            "Give at least one of --max-fail-rate, --max-device-fail-rate, --max-issue-rate."
+        )
+    store, rule, verdicts = _read_store(), (min_devices, confidence), []
+    if max_fail_rate is not None:
+        verdicts.append(reports.gate(store, app_id, version, max_fail_rate, min_devices))
+    for kind, limit in (("device", max_device_fail_rate), ("issue", max_issue_rate)):
+        if limit is not None:
+            verdicts.append(reports.wilson_gate(store, app_id, version, kind, limit, rule))
+    for verdict in verdicts:
+        click.echo(verdict.line)
+    codes = {verdict.code for verdict in verdicts}
+    raise SystemExit(1 if 1 in codes else 2 if 2 in codes else 0)
 
 
 @click.command("make-example")

@@ -8,9 +8,11 @@ DEFINITIONS says each figure in words, on the page and in docs/figures.md.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 from capgo_stats.counting import (
@@ -358,6 +360,55 @@ def gate(
         f"{'PASS' if ok else 'FAIL'} {subject}: fail rate {rate:.2%} ({row['failures']} failures"
         f" / {attempts} devices reporting) {'<=' if ok else '>'} max {max_fail_rate:.2%};"
         f" {row['devices']} devices run it.",
+    )
+
+
+def wilson_lower(failures: int, n: int, confidence: float = 0.95) -> float:
+    """The lower end of the Wilson score interval of failures / n at this (two-sided)
+    confidence: 0.95 takes z = 1.96."""
+    if n <= 0 or failures <= 0:
+        return 0.0  # exactly: the formula leaves a rounding error of 1e-17
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    p, z2 = failures / n, z * z
+    spread = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, (p + z2 / (2 * n) - spread) / (1 + z2 / n))
+
+
+# What each Wilson gate judges: (its name, the row figures of its failures and of its devices).
+WILSON_GATES = {
+    "device": ("device fail rate", "failed_devices", "devices with an outcome"),
+    "issue": ("issue rate", "issue_devices", "active devices"),
+}
+
+
+def wilson_gate(
+    store: Store, app_id: str, version: str, kind: str, limit: float, rule: tuple[int, float]
+) -> Verdict:
+    """Fail (1) when the Wilson lower bound of the version's device failure rate (kind
+    "device") or issue rate ("issue") exceeds limit, pass (0) when not, no data (2) when
+    fewer devices than rule's min_devices; rule is (min_devices, confidence)."""
+    min_devices, confidence = rule
+    name, part, whole = WILSON_GATES[kind]
+    if kind == "device":
+        rows = versions(store, Filters(app_id=app_id))["versions"]
+        row = next((r for r in rows if r["version"] == version), _blank_row(version))
+        bad, n = row["failed_devices"], row["installed_devices"] + row["failed_devices"]
+    else:
+        rows = health(store, Filters(app_id=app_id))["versions"]
+        row = next((r for r in rows if r["version"] == version), _health_row(version))
+        bad, n = row["issue_devices"], row["active_devices"]
+    subject = f"{app_id} {version}"
+    if n == 0 or n < min_devices:
+        return Verdict(
+            2, f"NO DATA {subject}: {n} {whole} (prod devices), {max(min_devices, 1)} needed."
+        )
+    bound = wilson_lower(bad, n, confidence)
+    ok = bound <= limit
+    return Verdict(
+        0 if ok else 1,
+        f"{'PASS' if ok else 'FAIL'} {subject}: {name} lower bound {bound:.2%}"
+        f" ({confidence:.0%} Wilson; {bad} {part} / {n} {whole}, {bad / n:.2%})"
+        f" {'<=' if ok else '>'} max {limit:.2%}.",
     )
 
 
