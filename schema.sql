@@ -281,4 +281,14 @@ CREATE TABLE IF NOT EXISTS adoption_day (
     PRIMARY KEY (app_id, day, platform, prod, bundle)
 ) WITHOUT ROWID;
 
+-- The alert conditions `flask alerts` has sent and that still held at its last check (not
+-- derived from events: a condition that clears is deleted, so it is sent again if it recurs).
+CREATE TABLE IF NOT EXISTS alert_state (
+    app_id    TEXT    NOT NULL,
+    version   TEXT    NOT NULL,  -- '' for an app-wide condition (silent)
+    condition TEXT    NOT NULL,  -- silent, device_fail_rate or issue_rate
+    raised_at INTEGER NOT NULL,
+    PRIMARY KEY (app_id, version, condition)
+) WITHOUT ROWID;
+
 PRAGMA user_version = 5;

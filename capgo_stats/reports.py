@@ -387,8 +387,6 @@ def wilson_gate(
     """Fail (1) when the Wilson lower bound of the version's device failure rate (kind
     "device") or issue rate ("issue") exceeds limit, pass (0) when not, no data (2) when
     fewer devices than rule's min_devices; rule is (min_devices, confidence)."""
-    min_devices, confidence = rule
-    name, part, whole = WILSON_GATES[kind]
     if kind == "device":
         rows = versions(store, Filters(app_id=app_id))["versions"]
         row = next((r for r in rows if r["version"] == version), _blank_row(version))
@@ -397,7 +395,15 @@ def wilson_gate(
         rows = health(store, Filters(app_id=app_id))["versions"]
         row = next((r for r in rows if r["version"] == version), _health_row(version))
         bad, n = row["issue_devices"], row["active_devices"]
-    subject = f"{app_id} {version}"
+    return wilson_verdict(f"{app_id} {version}", kind, bad, n, limit, rule)
+
+
+def wilson_verdict(
+    subject: str, kind: str, bad: int, n: int, limit: float, rule: tuple[int, float]
+) -> Verdict:
+    """The verdict on `bad` of `n` devices (see wilson_gate), with the bound and the counts."""
+    min_devices, confidence = rule
+    name, part, whole = WILSON_GATES[kind]
     if n == 0 or n < min_devices:
         return Verdict(
             2, f"NO DATA {subject}: {n} {whole} (prod devices), {max(min_devices, 1)} needed."

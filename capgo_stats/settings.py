@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "STATS_INGEST_KEY": "",
     "STATS_APP_IDS": "",
     "STATS_HASH_SECRET": "",
+    "STATS_ALERT_SECRET": "",
     "STATS_LOG_LEVEL": "INFO",
 }
 

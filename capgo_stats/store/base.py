@@ -180,6 +180,18 @@ class Store(abc.ABC):
         """One app's devices (their latest state) by device id, after a device id."""
 
     @abc.abstractmethod
+    def alert_states(self) -> set[tuple[str, str, str]]:
+        """The (app_id, version, condition) alerts sent that still held at the last check."""
+
+    @abc.abstractmethod
+    def raise_alert(self, key: tuple[str, str, str], at: int) -> None:
+        """Record that an alert was sent."""
+
+    @abc.abstractmethod
+    def clear_alerts(self, keys: list[tuple[str, str, str]]) -> None:
+        """Forget alerts whose condition no longer holds."""
+
+    @abc.abstractmethod
     def iter_events(
         self, filters: Filters, columns: Sequence[str], batch_size: int = 1000
     ) -> Iterator[list[tuple]]:

@@ -655,6 +655,27 @@ class SQLiteStore(Store):
             [*params, limit],
         )
 
+    # -- alert state (flask alerts) ---------------------------------------------------------
+
+    def alert_states(self) -> set[tuple[str, str, str]]:
+        """The (app_id, version, condition) alerts sent that still held at the last check."""
+        return set(self._rows("SELECT app_id, version, condition FROM alert_state"))
+
+    def raise_alert(self, key: tuple[str, str, str], at: int) -> None:
+        """Record that an alert was sent."""
+        self._execute_write(
+            "INSERT OR REPLACE INTO alert_state (app_id, version, condition, raised_at)"
+            " VALUES (?, ?, ?, ?)",
+            (*key, at),
+        )
+
+    def clear_alerts(self, keys: list[tuple[str, str, str]]) -> None:
+        """Forget alerts whose condition no longer holds."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "DELETE FROM alert_state WHERE app_id = ? AND version = ? AND condition = ?", keys
+            )
+
     # -- example database and tools ---------------------------------------------------------
 
     def checkpoint(self) -> None:
