@@ -1,6 +1,6 @@
 """Release health: unique-device outcomes, app health per version, launch and install times."""
 
-from capgo_stats import protocol, reports
+from capgo_stats import fold, protocol, reports
 from support.client import post_ok
 from support.payloads import event
 
@@ -194,3 +194,38 @@ def test_the_dashboard_draws_the_adoption_chart_stacked_by_version(client):
     html = client.get("/?app_id=com.example.app").get_data(as_text=True)
     assert 'data-chart="shares"' in html
     assert 'data-series="1.1.0" data-value="2"' in html
+
+
+# -- the new tables survive a rebuild, and forget a forgotten device ----------------------------
+
+
+def health_tables(store):
+    """The release-health tables, as sorted rows (zero counts left out)."""
+    tables = ("version_device", "outcome_devices", "reach_day", "install_day", "launch_day",
+              "adoption_device", "adoption_day")  # fmt: skip
+    found = {}
+    for table in tables:
+        rows = store.query(f"SELECT * FROM {table}")
+        found[table] = sorted(tuple(r.values()) for r in rows if r.get("devices", 1))
+    return found
+
+
+def test_a_rebuild_makes_the_release_health_tables_again_as_they_were(app, client, runner):
+    post_ok(client, ROLLOUT + HEALTH + ADOPTION)
+    fold.catch_up(app.extensions["store"])
+    before = health_tables(app.extensions["store"])
+    assert all(before.values())  # the story fills every one of them
+    with app.extensions["store"].transaction() as conn:
+        conn.execute("DELETE FROM outcome_devices")
+        conn.execute("UPDATE reach_day SET devices = devices + 5")
+    result = runner.invoke(args=["rebuild-rollups", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert health_tables(app.extensions["store"]) == before
+
+
+def test_forgetting_a_device_deletes_its_version_and_day_records(app, client, rows):
+    post_ok(client, HEALTH)
+    fold.forget_device(app.extensions["store"], ["a2"], [])
+    for table in ("version_device", "adoption_device"):
+        assert rows(f"SELECT * FROM {table} WHERE device_id = ?", ("a2",)) == []
+        assert rows(f"SELECT * FROM {table} WHERE device_id = ?", ("a1",))
