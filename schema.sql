@@ -190,4 +190,105 @@ CREATE TABLE IF NOT EXISTS device_hour (
     PRIMARY KEY (app_id, hour, platform, prod)
 ) WITHOUT ROWID;
 
+-- Release health (schema 5). A device's record of each version it named: the first event's
+-- platform and prod (its figures for the version count under them), its install outcome
+-- (0 none, 1 failed, 2 installed: a set), and the earliest download start, set, event that
+-- ran the version and app-health issue. The fold tells a first time from a repeat by it.
+CREATE TABLE IF NOT EXISTS version_device (
+    app_id      TEXT    NOT NULL,
+    bundle      TEXT    NOT NULL,
+    device_id   TEXT    NOT NULL,
+    first_at    INTEGER NOT NULL,
+    platform    TEXT    NOT NULL,
+    prod        INTEGER NOT NULL,
+    outcome     INTEGER NOT NULL,
+    download_at INTEGER,
+    set_at      INTEGER,
+    run_at      INTEGER,
+    issue_at    INTEGER,
+    PRIMARY KEY (app_id, bundle, device_id)
+) WITHOUT ROWID;
+
+-- Devices per version by outcome ('installed', or 'failed' and never installed).
+CREATE TABLE IF NOT EXISTS outcome_devices (
+    app_id   TEXT    NOT NULL,
+    bundle   TEXT    NOT NULL,
+    platform TEXT    NOT NULL,
+    prod     INTEGER NOT NULL,
+    outcome  TEXT    NOT NULL,
+    devices  INTEGER NOT NULL,
+    PRIMARY KEY (app_id, bundle, platform, prod, outcome)
+) WITHOUT ROWID;
+
+-- Devices per version by the UTC day of their first event running it (kind 'active') and of
+-- their first app-health issue on it (kind 'issue').
+CREATE TABLE IF NOT EXISTS reach_day (
+    app_id   TEXT    NOT NULL,
+    day      INTEGER NOT NULL,
+    bundle   TEXT    NOT NULL,
+    platform TEXT    NOT NULL,
+    prod     INTEGER NOT NULL,
+    kind     TEXT    NOT NULL,
+    devices  INTEGER NOT NULL,
+    PRIMARY KEY (app_id, day, bundle, platform, prod, kind)
+) WITHOUT ROWID;
+
+-- Histograms of durations: bucket = floor(8 * log2(ms)). install_day counts devices by the day
+-- of their first set of the version (first download start to that set, within 2 hours);
+-- launch_day counts app_launch_ready events by their metadata.duration_ms.
+CREATE TABLE IF NOT EXISTS install_day (
+    app_id   TEXT    NOT NULL,
+    day      INTEGER NOT NULL,
+    bundle   TEXT    NOT NULL,
+    platform TEXT    NOT NULL,
+    prod     INTEGER NOT NULL,
+    bucket   INTEGER NOT NULL,
+    devices  INTEGER NOT NULL,
+    PRIMARY KEY (app_id, day, bundle, platform, prod, bucket)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS launch_day (
+    app_id   TEXT    NOT NULL,
+    day      INTEGER NOT NULL,
+    bundle   TEXT    NOT NULL,
+    platform TEXT    NOT NULL,
+    prod     INTEGER NOT NULL,
+    bucket   INTEGER NOT NULL,
+    count    INTEGER NOT NULL,
+    PRIMARY KEY (app_id, day, bundle, platform, prod, bucket)
+) WITHOUT ROWID;
+
+-- The bundle each device last ran on each UTC day (by event time, among the events that report
+-- the bundle a device runs), and the devices per day and bundle it makes: version adoption.
+CREATE TABLE IF NOT EXISTS adoption_device (
+    app_id    TEXT    NOT NULL,
+    day       INTEGER NOT NULL,
+    device_id TEXT    NOT NULL,
+    platform  TEXT    NOT NULL,
+    prod      INTEGER NOT NULL,
+    bundle    TEXT    NOT NULL,
+    bundle_at INTEGER NOT NULL,
+    PRIMARY KEY (app_id, day, device_id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS adoption_day (
+    app_id   TEXT    NOT NULL,
+    day      INTEGER NOT NULL,
+    platform TEXT    NOT NULL,
+    prod     INTEGER NOT NULL,
+    bundle   TEXT    NOT NULL,
+    devices  INTEGER NOT NULL,
+    PRIMARY KEY (app_id, day, platform, prod, bundle)
+) WITHOUT ROWID;
+
+-- The alert conditions `flask alerts` has sent and that still held at its last check (not
+-- derived from events: a condition that clears is deleted, so it is sent again if it recurs).
+CREATE TABLE IF NOT EXISTS alert_state (
+    app_id    TEXT    NOT NULL,
+    version   TEXT    NOT NULL,  -- '' for an app-wide condition (silent)
+    condition TEXT    NOT NULL,  -- silent, device_fail_rate or issue_rate
+    raised_at INTEGER NOT NULL,
+    PRIMARY KEY (app_id, version, condition)
+) WITHOUT ROWID;
+
 PRAGMA user_version = 5;

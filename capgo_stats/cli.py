@@ -11,7 +11,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from capgo_stats import example, filters, fold, reports
+from capgo_stats import alerts, example, filters, fold, reports
 from capgo_stats.errors import ApiError
 from capgo_stats.filters import Filters
 from capgo_stats.protocol import DAY_MS, now_ms, stored_id
@@ -258,28 +258,120 @@ class Rate(click.ParamType):
 @click.option(
     "--max-fail-rate",
     type=Rate(),
-    required=True,
     help="Highest acceptable failures / (installs + failures): 0.05 or 5%.",
+)
+@click.option(
+    "--max-device-fail-rate",
+    type=Rate(),
+    help="Highest acceptable Wilson lower bound of failed / (installed + failed) devices.",
+)
+@click.option(
+    "--max-issue-rate",
+    type=Rate(),
+    help="Highest acceptable Wilson lower bound of issue devices / active devices.",
 )
 @click.option(
     "--min-devices",
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Fewest devices reporting (installs + failures) needed for a verdict.",
+    help="Fewest devices (reporting, with an outcome, or active) needed for a verdict.",
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    default=0.95,
+    show_default=True,
+    help="Confidence of the Wilson interval whose lower bound is judged.",
 )
 @with_appcontext
-def gate_command(app_id: str, version: str, max_fail_rate: float, min_devices: int) -> None:
+def gate_command(
+    app_id: str,
+    version: str,
+    max_fail_rate: float | None,
+    max_device_fail_rate: float | None,
+    max_issue_rate: float | None,
+    min_devices: int,
+    confidence: float,
+) -> None:
     """Decide whether a bundle may be promoted: exit 0 pass, 1 fail, 2 not enough data.
 
     \b
-    Counts as GET /stats/versions does, prod devices only, all stored history.
+    Counts as GET /stats/versions and /stats/health do, prod devices, all stored history.
+    Each limit given is judged on its own line; any FAIL exits 1, else any NO DATA 2.
     Example, in a CI pipeline:
         flask gate --app-id com.example.app --version 1.2.3 --max-fail-rate 2% --min-devices 50
+        flask gate --app-id com.example.app --version 1.2.3 --max-device-fail-rate 2%
     """
-    verdict = reports.gate(_read_store(), app_id, version, max_fail_rate, min_devices)
-    click.echo(verdict.line)
-    raise SystemExit(verdict.code)
+    if max_fail_rate is None and max_device_fail_rate is None and max_issue_rate is None:
+        raise click.UsageError(
+            "Give at least one of --max-fail-rate, --max-device-fail-rate, --max-issue-rate."
+        )
+    store, rule, verdicts = _read_store(), (min_devices, confidence), []
+    if max_fail_rate is not None:
+        verdicts.append(reports.gate(store, app_id, version, max_fail_rate, min_devices))
+    for kind, limit in (("device", max_device_fail_rate), ("issue", max_issue_rate)):
+        if limit is not None:
+            verdicts.append(reports.wilson_gate(store, app_id, version, kind, limit, rule))
+    for verdict in verdicts:
+        click.echo(verdict.line)
+    codes = {verdict.code for verdict in verdicts}
+    raise SystemExit(1 if 1 in codes else 2 if 2 in codes else 0)
+
+
+@click.command("alerts")
+@click.option("--webhook", required=True, help="The http(s) URL each new alert is POSTed to.")
+@click.option(
+    "--silent-hours",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Alert when an app sent no event for more than H hours.",
+)
+@click.option(
+    "--max-device-fail-rate",
+    type=Rate(),
+    help="Alert when a version's device fail rate has a Wilson lower bound above R.",
+)
+@click.option(
+    "--max-issue-rate",
+    type=Rate(),
+    help="Alert when a version's issue rate has a Wilson lower bound above R.",
+)
+@click.option(
+    "--min-devices",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Fewest devices a version needs before its rates are judged.",
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    default=0.95,
+    show_default=True,
+    help="Confidence of the Wilson interval whose lower bound is judged.",
+)
+@with_appcontext
+def alerts_command(webhook: str, **limits: Any) -> None:
+    """Check once and POST one JSON message per new condition; exit 1 if a POST failed.
+
+    \b
+    Each condition is sent once while it holds (the database remembers it); one that clears
+    is sent again if it comes back. With STATS_ALERT_SECRET set, each message carries
+    X-Capgo-Stats-Signature: sha256=<hex HMAC-SHA256 of the body>. Run it from cron:
+        flask alerts --webhook https://hooks.example.com/x --silent-hours 6 --max-issue-rate 5%
+    """
+    if not webhook.lower().startswith(("http://", "https://")):
+        raise click.BadParameter("must be an http:// or https:// URL.", param_hint="--webhook")
+    wanted = alerts.Limits(**limits)
+    if (wanted.silent_hours, wanted.max_device_fail_rate, wanted.max_issue_rate) == (None,) * 3:
+        raise click.UsageError(
+            "Give at least one of --silent-hours, --max-device-fail-rate, --max-issue-rate."
+        )
+    secret = current_app.config["STATS_ALERT_SECRET"]
+    outcome = alerts.check(_read_store(), wanted, webhook, secret, now_ms())
+    for line in outcome.lines:
+        click.echo(line)
+    raise SystemExit(0 if outcome.ok else 1)
 
 
 @click.command("make-example")
@@ -351,6 +443,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(export_command)
     app.cli.add_command(counts_command)
     app.cli.add_command(gate_command)
+    app.cli.add_command(alerts_command)
     app.cli.add_command(make_example_command)
     app.cli.add_command(fold_command)
     app.cli.add_command(rebuild_rollups_command)

@@ -8,13 +8,17 @@ DEFINITIONS says each figure in words, on the page and in docs/figures.md.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 from capgo_stats.counting import (
+    HEALTH_ISSUES,
     NOT_BUNDLES,
+    bucket_ms,
     counts_as,
     counts_as_failure,
     version_group,
@@ -43,7 +47,38 @@ DEFINITIONS = {
     "attempts": "installs + failures: the install attempts that reported an outcome."
     " flask gate calls them devices reporting.",
     "fail_rate": "failures / (installs + failures).",
+    "installed_devices": "Distinct devices with a set of this version: repeated sets count once."
+    " Over all stored history, whatever the date range.",
+    "failed_devices": "Distinct devices with a counted failure of this version and no set of"
+    " it: retries count once, and a device that failed then installed counts as installed."
+    " Over all stored history, whatever the date range.",
+    "device_fail_rate": "failed_devices / (installed_devices + failed_devices).",
     "first_seen": "The UTC day of the first and the last event that named this version.",
+    "health_active_devices": "Distinct devices whose first event running this version (an"
+    " event reporting it as the bundle the device runs) fell on a UTC day touching the range;"
+    " with no range, every device that ever ran it.",
+    "issues": "App-health events naming this version: app_crash, app_crash_native, app_anr,"
+    " app_killed_low_memory, app_killed_excessive_resource_usage, app_initialization_failure,"
+    " webview_render_process_gone, webview_content_process_terminated, webview_unclean_restart,"
+    " webview_javascript_error and webview_unhandled_rejection. app_memory_warning,"
+    " webview_resource_error and webview_security_policy_violation are softer and left out.",
+    "issue_devices": "Distinct devices whose first issue on this version fell on a UTC day"
+    " touching the range.",
+    "issue_free_rate": "1 - issue_devices / active_devices, kept within 0 and 1; null without"
+    " active devices.",
+    "launch_ms": "Launch time: metadata.duration_ms of app_launch_ready events (launch to"
+    " notifyAppReady), p50 and p90 of the samples on UTC days touching the range.",
+    "install_ms": "Install time per device: from its first download start of the version"
+    " (download_zip_start, download_manifest_start or download_0) to its first set of it,"
+    " pairs over 2 hours left out; p50 and p90, by the UTC day of that set.",
+    "percentiles": "Percentiles are read from histograms whose buckets are 2^(1/8) wide: each"
+    " value is its bucket's geometric middle, within 4.4 % of the true value.",
+    "adoption_devices": "Devices that sent an event reporting the bundle they run (not a"
+    " failure, not a download) that UTC day.",
+    "adoption_shares": "The share of that day's devices whose last such event that day named"
+    " each version (builtin and unknown included), so a day's shares add up to 100 %.",
+    "change": "Each figure minus the same figure of the previous version, the one first seen"
+    " before it; null for the first version or when either figure is null.",
     "builtin": "builtin is the bundle shipped inside the native app; unknown covers devices"
     " that sent unknown, an empty version, or no version yet. Neither is a bundle: they are"
     " listed apart.",
@@ -119,6 +154,9 @@ def _blank_row(version: str) -> dict:
         "failures": 0,
         "attempts": 0,
         "fail_rate": None,
+        "installed_devices": 0,
+        "failed_devices": 0,
+        "device_fail_rate": None,
         "first_seen": None,
         "last_seen": None,
     }
@@ -158,11 +196,16 @@ def versions(
     devices = store.device_bundles(filters, prod_only)
     for bundle, n in devices.items():
         row(bundle)["devices"] += n
+    for (bundle, outcome), n in store.outcome_totals(filters, prod_only).items():
+        if version_group(bundle) in rows or version_group(bundle) in NOT_BUNDLES:
+            row(bundle)[f"{outcome}_devices"] += n  # all history, for the versions listed
     all_devices = sum(devices.values())
     for version, target in rows.items():
         target["share"] = ratio(target["devices"], all_devices) or 0.0
         target["attempts"] = target["installs"] + target["failures"]
         target["fail_rate"] = ratio(target["failures"], target["attempts"])
+        outcomes = target["installed_devices"] + target["failed_devices"]
+        target["device_fail_rate"] = ratio(target["failed_devices"], outcomes)
         span = spans.get(version)
         if span:
             target["first_seen"], target["last_seen"] = day_iso(span[0]), day_iso(span[1])
@@ -179,6 +222,106 @@ def versions(
         **apart,
         "ignored_legacy_download_fail": ignored,
     }
+
+
+# -- release health per version --------------------------------------------------------------
+
+HEALTH_FIGURES = ("active_devices", "issues", "issue_devices", "issue_free_rate")
+PERCENTILES = {"p50": 0.5, "p90": 0.9}
+
+
+def percentiles(histogram: dict[int, int]) -> dict:
+    """p50, p90 (nearest rank over the buckets, each its middle in ms) and the sample count."""
+    samples = sum(histogram.values())
+    found: dict[str, Any] = {name: None for name in PERCENTILES}
+    for name, p in PERCENTILES.items():
+        rank, seen = max(1, -(-samples * p // 1)), 0
+        for bucket in sorted(histogram):
+            seen += histogram[bucket]
+            if samples and seen >= rank:
+                found[name] = bucket_ms(bucket)
+                break
+    return {**found, "samples": samples}
+
+
+def _health_row(version: str) -> dict:
+    """A health row with every figure at zero."""
+    empty = {"p50": None, "p90": None, "samples": 0}
+    return {
+        "version": version,
+        "first_seen": None,
+        "active_devices": 0,
+        "issues": 0,
+        "issue_devices": 0,
+        "issue_free_rate": None,
+        "launch_ms": dict(empty),
+        "install_ms": dict(empty),
+        "previous": None,
+        "change": None,
+    }
+
+
+def _flat(row: dict) -> dict:
+    """A health row's figures by one name each (launch_p50 ...), for its change."""
+    flat = {name: row[name] for name in HEALTH_FIGURES}
+    for metric in ("launch", "install"):
+        for name in PERCENTILES:
+            flat[f"{metric}_{name}"] = row[f"{metric}_ms"][name]
+    return flat
+
+
+def _difference(now: Any, before: Any) -> Any:
+    """now - before, rounded like a rate, or None when either is None."""
+    if now is None or before is None:
+        return None
+    return round(now - before, 4) if isinstance(now, float) else now - before
+
+
+def health(store: Store, filters: Filters, include_dev: bool = False) -> dict:
+    """One row per version: active and issue devices, issues, launch and install times."""
+    filters, prod_only = with_app(store, filters), not include_dev
+    rows: dict[str, dict] = {}
+
+    def row(bundle: str) -> dict:
+        group = version_group(bundle)
+        return rows.setdefault(group, _health_row(group))
+
+    first: dict[str, int] = {}
+    for total in store.totals(filters, prod_only):
+        target = row(total["bundle"])
+        first[target["version"]] = min(first.get(target["version"], total["first"]), total["first"])
+        if total["action"] in HEALTH_ISSUES:
+            target["issues"] += total["n"]
+    for (bundle, kind), n in store.reach_totals(filters, prod_only).items():
+        row(bundle)["active_devices" if kind == "active" else "issue_devices"] += n
+    for (bundle, metric), histogram in store.histograms(filters, prod_only).items():
+        merged = row(bundle).setdefault(f"_{metric}", {})
+        for bucket, n in histogram.items():
+            merged[bucket] = merged.get(bucket, 0) + n
+    for version, target in rows.items():
+        target["first_seen"] = day_iso(first.get(version))
+        target["issue_free_rate"] = _free_rate(target["issue_devices"], target["active_devices"])
+        for metric in ("launch", "install"):
+            target[f"{metric}_ms"] = percentiles(target.pop(f"_{metric}", {}))
+    apart = {name: rows.pop(name, _health_row(name)) for name in NOT_BUNDLES}
+    ordered = sorted(rows.values(), key=lambda r: (first.get(r["version"], 0), r["version"]))
+    for before, after in zip(ordered, ordered[1:], strict=False):
+        was, now = _flat(before), _flat(after)
+        after["previous"] = before["version"]
+        after["change"] = {name: _difference(now[name], was[name]) for name in now}
+    return {
+        "app_id": filters.app_id or None,
+        "include_dev": include_dev,
+        **_window(filters),
+        "versions": ordered[::-1],
+        **apart,
+    }
+
+
+def _free_rate(issue_devices: int, active_devices: int) -> float | None:
+    """1 - issue_devices / active_devices within [0, 1]; None without active devices."""
+    share = ratio(issue_devices, active_devices)
+    return None if share is None else round(1 - share, 4)
 
 
 # -- the release gate -------------------------------------------------------------------------
@@ -217,6 +360,61 @@ def gate(
         f"{'PASS' if ok else 'FAIL'} {subject}: fail rate {rate:.2%} ({row['failures']} failures"
         f" / {attempts} devices reporting) {'<=' if ok else '>'} max {max_fail_rate:.2%};"
         f" {row['devices']} devices run it.",
+    )
+
+
+def wilson_lower(failures: int, n: int, confidence: float = 0.95) -> float:
+    """The lower end of the Wilson score interval of failures / n at this (two-sided)
+    confidence: 0.95 takes z = 1.96."""
+    if n <= 0 or failures <= 0:
+        return 0.0  # exactly: the formula leaves a rounding error of 1e-17
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    p, z2 = failures / n, z * z
+    spread = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, (p + z2 / (2 * n) - spread) / (1 + z2 / n))
+
+
+# What each Wilson gate judges: (its name, the row figures of its failures and of its devices).
+WILSON_GATES = {
+    "device": ("device fail rate", "failed_devices", "devices with an outcome"),
+    "issue": ("issue rate", "issue_devices", "active devices"),
+}
+
+
+def wilson_gate(
+    store: Store, app_id: str, version: str, kind: str, limit: float, rule: tuple[int, float]
+) -> Verdict:
+    """Fail (1) when the Wilson lower bound of the version's device failure rate (kind
+    "device") or issue rate ("issue") exceeds limit, pass (0) when not, no data (2) when
+    fewer devices than rule's min_devices; rule is (min_devices, confidence)."""
+    if kind == "device":
+        rows = versions(store, Filters(app_id=app_id))["versions"]
+        row = next((r for r in rows if r["version"] == version), _blank_row(version))
+        bad, n = row["failed_devices"], row["installed_devices"] + row["failed_devices"]
+    else:
+        rows = health(store, Filters(app_id=app_id))["versions"]
+        row = next((r for r in rows if r["version"] == version), _health_row(version))
+        bad, n = row["issue_devices"], row["active_devices"]
+    return wilson_verdict(f"{app_id} {version}", kind, bad, n, limit, rule)
+
+
+def wilson_verdict(
+    subject: str, kind: str, bad: int, n: int, limit: float, rule: tuple[int, float]
+) -> Verdict:
+    """The verdict on `bad` of `n` devices (see wilson_gate), with the bound and the counts."""
+    min_devices, confidence = rule
+    name, part, whole = WILSON_GATES[kind]
+    if n == 0 or n < min_devices:
+        return Verdict(
+            2, f"NO DATA {subject}: {n} {whole} (prod devices), {max(min_devices, 1)} needed."
+        )
+    bound = wilson_lower(bad, n, confidence)
+    ok = bound <= limit
+    return Verdict(
+        0 if ok else 1,
+        f"{'PASS' if ok else 'FAIL'} {subject}: {name} lower bound {bound:.2%}"
+        f" ({confidence:.0%} Wilson; {bad} {part} / {n} {whole}, {bad / n:.2%})"
+        f" {'<=' if ok else '>'} max {limit:.2%}.",
     )
 
 
@@ -300,6 +498,29 @@ def timeline(
         "include_dev": include_dev,
         "since": iso(lo * unit),
         "until": iso(hi * unit),
+        "points": points,
+        "notes": notes,
+    }
+
+
+def adoption(store: Store, filters: Filters, include_dev: bool = False, now: int = 0) -> dict:
+    """One point per UTC day: devices that ran a bundle, and each version's share of them."""
+    filters, prod_only = with_app(store, filters), not include_dev
+    lo, hi, notes = bucket_range(store, filters, "day", now or _now())
+    per_day: list[dict[str, int]] = [{} for _ in range(lo, hi)]
+    for day, bundle, n in store.adoption_series(filters, lo, hi, prod_only):
+        counts, group = per_day[day - lo], version_group(bundle)
+        counts[group] = counts.get(group, 0) + n
+    points = []
+    for day, counts in zip(range(lo, hi), per_day, strict=True):
+        devices = sum(counts.values())
+        shares = {version: ratio(n, devices) for version, n in sorted(counts.items())}
+        points.append({"t": iso(day * DAY_MS), "devices": devices, "shares": shares})
+    return {
+        "app_id": filters.app_id or None,
+        "include_dev": include_dev,
+        "since": iso(lo * DAY_MS),
+        "until": iso(hi * DAY_MS),
         "points": points,
         "notes": notes,
     }
@@ -564,7 +785,9 @@ def dashboard(store: Store, filters: Filters, include_dev: bool = False, now: in
     failure_rows = store.failure_totals(filters, not include_dev)  # read once, used twice
     report["summary"] = summary(store, filters, include_dev, now)
     report["versions"] = versions(store, filters, include_dev, failure_rows)
+    report["health"] = health(store, filters, include_dev)
     report["timeline"] = timeline(store, filters, "day", include_dev, now)
+    report["adoption"] = adoption(store, filters, include_dev, now)
     report["failures"] = failures(store, filters, include_dev, failure_rows=failure_rows)
     report["rejected"] = rejected(store, filters, with_unknown_app=True)
     if not include_dev and _counted_nothing(report["versions"]):

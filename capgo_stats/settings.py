@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "STATS_APP_IDS": "",
     "STATS_HASH_SECRET": "",
     "STATS_HASH_SECRET_CHANGED": False,
+    "STATS_ALERT_SECRET": "",
     "STATS_LOG_LEVEL": "INFO",
 }
 

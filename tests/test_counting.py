@@ -96,10 +96,11 @@ def test_a_devices_state_follows_its_latest_event(state, event, after):
     assert counting.next_state(state, *event) == after
 
 
-def row(event_id, at, action="set", device="d1", version="1.0.0", old=None, prod=1, emulator=0):
+def row(event_id, at, action="set", device="d1", version="1.0.0", old=None, prod=1, emulator=0,
+        metadata=None):  # fmt: skip
     """A raw event as the fold reads it (FOLD_COLUMNS)."""
     return (event_id, at, "com.a", device, action, "ios", version, old, "8.51.0", "17.4",
-            emulator, prod)  # fmt: skip
+            emulator, prod, metadata)  # fmt: skip
 
 
 def test_a_fold_counts_each_rollup_row_once_per_key():
@@ -184,3 +185,111 @@ def test_the_raw_event_filters_list_exactly_what_the_counting_rules_count(client
     )
     for e in listed:
         assert e["bundle"] == counting.bundle_of(e["version_name"])
+
+
+# -- release health: a device's record of a version ------------------------------------------
+
+RUN = {"running": True, "failure": False, "download": False}
+FAIL = {"running": False, "failure": True, "download": False}
+DOWNLOAD = {"running": False, "failure": False, "download": True}
+IN, F, N = counting.INSTALLED, counting.FAILED, counting.NO_OUTCOME
+
+
+@pytest.mark.parametrize(
+    "state, event, after",
+    [
+        # a first set: installed, and the version runs from then on
+        (None, (100, "ios", 1, "set", RUN), (100, "ios", 1, IN, None, 100, 100, None)),
+        # a first failure: failed; a retry changes nothing
+        (None, (100, "ios", 1, "set_fail", FAIL), (100, "ios", 1, F, None, None, None, None)),
+        ((100, "ios", 1, F, None, None, None, None), (200, "ios", 1, "set_fail", FAIL),
+         (100, "ios", 1, F, None, None, None, None)),
+        # failed then installed: installed; installed then failed: still installed
+        ((100, "ios", 1, F, None, None, None, None), (200, "ios", 1, "set", RUN),
+         (100, "ios", 1, IN, None, 200, 200, None)),
+        ((100, "ios", 1, IN, None, 100, 100, None), (200, "ios", 1, "set_fail", FAIL),
+         (100, "ios", 1, IN, None, 100, 100, None)),
+        # a repeated set keeps the first; a set sent late (earlier time) becomes the first
+        ((100, "ios", 1, IN, None, 100, 100, None), (300, "ios", 1, "set", RUN),
+         (100, "ios", 1, IN, None, 100, 100, None)),
+        ((100, "ios", 1, IN, None, 100, 100, None), (50, "ios", 1, "set", RUN),
+         (50, "ios", 1, IN, None, 50, 50, None)),
+        # platform and prod stay those of the first event folded
+        ((100, "ios", 1, N, 100, None, None, None), (200, "android", 0, "set", RUN),
+         (100, "ios", 1, IN, 100, 200, 200, None)),
+        # the earliest download start and the earliest issue
+        ((100, "ios", 1, N, 100, None, None, None), (90, "ios", 1, "download_0", DOWNLOAD),
+         (90, "ios", 1, N, 90, None, None, None)),
+        ((100, "ios", 1, N, None, None, 100, None), (150, "ios", 1, "app_crash", RUN),
+         (100, "ios", 1, N, None, None, 100, 150)),
+    ],
+)  # fmt: skip
+def test_a_devices_record_of_a_version_keeps_its_outcome_and_first_times(state, event, after):
+    assert counting.next_version_state(state, *event) == after
+
+
+@pytest.mark.parametrize(
+    "download, installed, took",
+    [(0, 90_000, 90_000), (0, 2 * HOUR, 2 * HOUR), (0, 2 * HOUR + 1, None),  # over 2 h: out
+     (100, 50, None), (None, 50, None), (50, None, None)],  # a set before any download: out
+)  # fmt: skip
+def test_install_time_runs_from_the_first_download_start_to_the_first_set(
+    download, installed, took
+):
+    assert counting.install_ms((0, "ios", 1, IN, download, installed, None, None)) == took
+
+
+@pytest.mark.parametrize(
+    "ms, bucket, middle",
+    [(0, 0, 1), (1, 0, 1), (2, 8, 2), (1000, 79, 981), (1024, 80, 1069), (450, 70, 450)],
+)
+def test_durations_fall_in_log_spaced_buckets_of_about_nine_percent(ms, bucket, middle):
+    assert counting.duration_bucket(ms) == bucket
+    assert counting.bucket_ms(bucket) == middle
+
+
+@pytest.mark.parametrize(
+    "action, metadata, duration",
+    [("app_launch_ready", '{"duration_ms": "450"}', 450.0),
+     ("app_launch_ready", '{"duration_ms": "12.5"}', 12.5),
+     ("app_launch_ready", '{"duration_ms": "-3"}', None),
+     ("app_launch_ready", '{"duration_ms": "nan"}', None),
+     ("app_launch_ready", '{"duration_ms": "soon"}', None), ("app_launch_ready", '{}', None),
+     ("app_launch_ready", None, None), ("app_crash", '{"duration_ms": "450"}', None)],
+)  # fmt: skip
+def test_a_launch_time_is_the_duration_ms_of_an_app_launch_ready(action, metadata, duration):
+    assert counting.launch_duration(action, metadata) == duration
+
+
+@pytest.mark.parametrize(
+    "action, issue",
+    [("app_crash", True), ("app_anr", True), ("webview_unhandled_rejection", True),
+     ("app_memory_warning", False), ("webview_resource_error", False),
+     ("webview_security_policy_violation", False), ("set_fail", False)],
+)  # fmt: skip
+def test_only_the_hard_app_health_actions_are_issues(action, issue):
+    assert counting.is_issue(action) is issue
+
+
+def test_a_fold_counts_a_device_once_per_version_whatever_it_repeats():
+    deltas = counting.fold(
+        [row(1, 10, "set_fail"), row(2, 20, "set_fail"), row(3, 30), row(4, 40), row(5, 50)],
+        {}, set(), {},
+    )  # fmt: skip
+    assert dict(deltas.counts["outcome_devices"]) == {("com.a", "1.0.0", "ios", 1, "installed"): 1}
+    assert dict(deltas.counts["reach_day"]) == {("com.a", 0, "1.0.0", "ios", 1, "active"): 1}
+
+
+@pytest.mark.parametrize(
+    "state, event, after",
+    [
+        (None, (100, "ios", 1, "1.0.0"), ("ios", 1, "1.0.0", 100)),
+        # a later event moves the day's bundle, an earlier one sent late does not
+        (("ios", 1, "1.0.0", 100), (200, "ios", 1, "1.1.0"), ("ios", 1, "1.1.0", 200)),
+        (("ios", 1, "1.1.0", 200), (150, "ios", 1, "1.0.0"), ("ios", 1, "1.1.0", 200)),
+        # on a tie the event folded later wins
+        (("ios", 1, "1.0.0", 100), (100, "ios", 1, "1.1.0"), ("ios", 1, "1.1.0", 100)),
+    ],
+)
+def test_the_bundle_a_device_ran_on_a_day_is_that_of_its_latest_event(state, event, after):
+    assert counting.next_day_bundle(state, *event) == after

@@ -119,10 +119,12 @@ def test_the_dashboard_on_the_example_renders_in_chromium_with_the_right_numbers
             str(row["installs"]),
             str(row["failures"]),
         )
+        outcomes = (shown["installed_devices"], shown["failed_devices"])
+        assert outcomes == (str(row["installed_devices"]), str(row["failed_devices"]))
     summary = client.get("/stats/summary?app_id=com.example.shop").json
     assert page.figure("active_7d") == str(summary["active_devices"]["7d"])
     assert page.figure("minutes_since_last_event").endswith("days ago")
-    assert set(page.bars) == {"adoption", "outcomes", "usage", "active"}
+    assert set(page.bars) == {"shares", "adoption", "outcomes", "usage", "active"}
     assert all(page.bars[name] for name in page.bars)
     points = client.get("/stats/timeline?app_id=com.example.shop").json["points"]
     drawn = sum(

@@ -20,7 +20,7 @@ from support.payloads import event
 
 HOUR, DAY = 3_600_000, 86_400_000
 NOW = protocol.now_ms()
-DERIVED = [*counting.COUNTS, "device", "device_day"]
+DERIVED = [*counting.COUNTS, "device", "device_day", "version_device", "adoption_device"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,16 +40,18 @@ def new_app(tmp_path_factory, **settings_):
     return create_app({"STATS_DB": str(tmp_path_factory.mktemp("db") / "s.db"), **settings_})
 
 
+ACTIONS = ["set", "set_fail", "download_complete", "app_moved_to_foreground"]
+ACTIONS += ["download_zip_start", "app_crash", "app_launch_ready"]
 stories = st.lists(
     st.tuples(
         st.sampled_from(["com.a", "com.b"]),
         st.sampled_from(["d1", "d2", "d3"]),
-        st.sampled_from(["set", "set_fail", "download_complete", "app_moved_to_foreground"]),
+        st.sampled_from(ACTIONS),
         st.sampled_from(["ios", "android"]),
         st.sampled_from(["1.0.0", "1.1.0", "1.1.0:www/a.js", "builtin", ""]),
         st.sampled_from(["", "1.0.0", "1.1.0"]),
         st.booleans(),
-        st.integers(min_value=0, max_value=3 * DAY),
+        st.one_of(st.integers(0, 3 * HOUR), st.integers(min_value=0, max_value=3 * DAY)),
     ),
     min_size=1,
     max_size=40,
@@ -60,7 +62,8 @@ def bodies(story):
     """The events of a story as the plugin sends them."""
     return [
         event(app_id=app, device_id=device, action=action, platform=platform,
-              version_name=version, old_version_name=old, is_prod=prod, timestamp=NOW - ago)
+              version_name=version, old_version_name=old, is_prod=prod, timestamp=NOW - ago,
+              plugin_version="8.51.14", metadata={"duration_ms": str(ago % 5000)})
         for app, device, action, platform, version, old, prod, ago in story
     ]  # fmt: skip
 

@@ -24,7 +24,7 @@ import json
 
 import pytest
 
-from capgo_stats import protocol
+from capgo_stats import protocol, reports
 from support.browser import Page, dump_dom, serving
 
 NOW = 1_795_197_600_000  # 2026-11-20T18:00:00Z, frozen for the whole test
@@ -234,6 +234,49 @@ def test_flask_gate_passes_the_old_bundle_and_has_no_data_on_an_unknown_one(roll
     assert runner.invoke(args=missing).exit_code == 2
 
 
+def test_the_wilson_lower_bound_is_the_hand_computed_one():
+    # 3 of 5, z = 1.96: (0.6 + 0.3841 - 1.96 * sqrt(0.048 + 0.0384)) / 1.7683 = 0.2307
+    assert reports.wilson_lower(3, 5) == pytest.approx(0.230724, abs=1e-6)
+    # z = 1.645 at 90 %: (0.6 + 0.2706 - 1.645 * sqrt(0.048 + 0.0271)) / 1.5411 = 0.2725
+    assert reports.wilson_lower(3, 5, 0.90) == pytest.approx(0.2725, abs=1e-4)
+    assert reports.wilson_lower(0, 10) == 0.0
+
+
+@pytest.mark.parametrize(
+    "args, code, verdict",
+    [
+        # 1.1.0: A and B installed, C, D and I failed: 3 of 5 devices, Wilson 95 % from 23.07 %
+        (["--max-device-fail-rate", "0.2"], 1, "FAIL"),
+        (["--max-device-fail-rate", "25%"], 0, "PASS"),
+        (["--max-device-fail-rate", "0.25", "--confidence", "0.8"], 1, "FAIL"),  # 33.0 %
+        (["--max-device-fail-rate", "0.9", "--min-devices", "6"], 2, "NO DATA"),
+    ],
+)
+def test_flask_gate_judges_the_wilson_bound_of_the_device_fail_rate(
+    rollout, runner, args, code, verdict
+):
+    result = runner.invoke(args=["gate", "--app-id", APP, "--version", "1.1.0", *args])
+    assert result.exit_code == code, result.output
+    [line] = result.output.splitlines()
+    assert line.startswith(f"{verdict} {APP} 1.1.0")
+    if code != 2:
+        assert "3 failed_devices / 5 devices with an outcome, 60.00%" in line
+    if args[1] == "0.2":
+        assert "lower bound 23.07%" in line
+
+
+def test_flask_gate_judges_the_issue_rate_and_any_fail_wins(rollout, runner):
+    base = ["gate", "--app-id", APP, "--version", "1.1.0", "--max-issue-rate", "0"]
+    result = runner.invoke(args=base)
+    assert result.exit_code == 0, result.output  # no issue from A or B: bound 0 <= 0
+    assert "issue rate lower bound 0.00%" in result.output
+    assert "0 issue_devices / 2 active devices" in result.output
+    both = runner.invoke(args=[*base, "--max-device-fail-rate", "0.1"])
+    assert both.exit_code == 1 and len(both.output.splitlines()) == 2
+    none = runner.invoke(args=["gate", "--app-id", APP, "--version", "1.1.0"])
+    assert none.exit_code == 2 and "Give at least one of" in none.output
+
+
 @pytest.mark.parametrize("rate", ["abc", "150%", "-0.1", "2", "%"])
 def test_flask_gate_refuses_a_rate_that_is_not_one(rollout, runner, rate):
     args = ["gate", "--app-id", APP, "--version", "1.1.0", "--max-fail-rate", rate]
@@ -255,9 +298,18 @@ def test_the_dashboard_in_chromium_tells_the_same_story(app, rollout, tmp_path):
         "failures": "3",
         "fail_rate": "60.0 %",
         "attempts": "5",
+        # A and B installed; C, D and I failed (J's legacy download_fail is no failure)
+        "installed_devices": "2",
+        "failed_devices": "3",
+        "device_fail_rate": "60.0 %",
         "first_seen": iso_day(3),
         "last_seen": iso_day(1),
     }
+    # A and B ran 1.1.0 (F and G are not prod); nobody sent an app-health issue
+    assert page.figure("active_devices", table="health", version="1.1.0") == "2"
+    assert page.figure("issue_free_rate", table="health", version="1.1.0") == "100.0 %"
+    shares = {bar["data-series"] for bar in page.bars["shares"]}
+    assert shares == {"1.0.0", "1.1.0", "builtin"}
     assert page.row("1.0.0")["devices"] == "5" and page.row("1.0.0")["share"] == "62.5 %"
     assert page.row("builtin")["devices"] == "1"
     assert page.figure("minutes_since_last_event") == "0 minutes ago"

@@ -125,6 +125,35 @@ def adoption(points: list[dict]) -> list[dict]:
     return series
 
 
+def version_devices(points: list[dict]) -> list[dict]:
+    """Devices per version per day by the bundle each last ran (adoption points), the versions
+    with the most device-days first, the rest as "other"; each bar links to that day's events."""
+    counts = [
+        {version: round(share * p["devices"]) for version, share in p["shares"].items()}
+        for p in points
+    ]
+    totals: dict[str, int] = {}
+    for day in counts:
+        for version, n in day.items():
+            totals[version] = totals.get(version, 0) + n
+    ranked = sorted(totals, key=lambda v: (-totals[v], v))
+    shown, rest = ranked[:TOP_VERSIONS], set(ranked[TOP_VERSIONS:])
+    series = []
+    for color, version in zip(PALETTE, shown, strict=False):
+        per_day = [
+            {"t": p["t"], "n": day.get(version, 0)} for p, day in zip(points, counts, strict=True)
+        ]
+        link = {"version": version if version not in ("builtin", "unknown") else None}
+        series.append(_series(version, color, per_day, "n", link))
+    if rest:
+        per_day = [
+            {"t": p["t"], "n": sum(n for v, n in day.items() if v in rest)}
+            for p, day in zip(points, counts, strict=True)
+        ]
+        series.append(_series("other", PALETTE[-1], per_day, "n", {}))
+    return series
+
+
 def dashboard_charts(report: dict) -> dict:
     """The dashboard's charts, from its timeline; {} when there is no app to show."""
     if "timeline" not in report:
@@ -156,6 +185,15 @@ def dashboard_charts(report: dict) -> dict:
             stacked=False,
         ),
     }
+    if "adoption" in report:
+        days = report["adoption"]["points"]
+        charts["shares"] = bars(
+            "shares",
+            "Devices per version per day, by the bundle each last ran",
+            [p["t"][:10] for p in days],
+            version_devices(days),
+            stacked=True,
+        )
     if points and points[0]["active_devices"] is not None:
         charts["active"] = bars(
             "active",

@@ -18,7 +18,7 @@ from capgo_stats.filters import Filters
 from capgo_stats.protocol import Refusal
 
 # counting.fold: a batch of raw rows, the states they need, to the deltas to write.
-FoldFn = Callable[[list[tuple], dict[DeviceKey, Device], set[DayKey]], Deltas]
+FoldFn = Callable[[list[tuple], dict[DeviceKey, Device], set[DayKey], dict, dict], Deltas]
 
 
 class StoreUnavailable(Exception):
@@ -113,6 +113,18 @@ class Store(abc.ABC):
         """How many devices currently run each bundle (None: no bundle reported yet)."""
 
     @abc.abstractmethod
+    def outcome_totals(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], int]:
+        """Devices per (bundle, outcome: installed or failed) over all stored history."""
+
+    @abc.abstractmethod
+    def reach_totals(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], int]:
+        """Devices per (bundle, kind: active or issue) first counted on days of the range."""
+
+    @abc.abstractmethod
+    def histograms(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], dict]:
+        """Duration samples per (bundle, launch or install), as {bucket: count}."""
+
+    @abc.abstractmethod
     def active_since(self, filters: Filters, prod_only: bool, since: list[int]) -> list[int]:
         """For each whole hour in `since` (ms), the devices last seen in it or later."""
 
@@ -147,6 +159,12 @@ class Store(abc.ABC):
         """Distinct devices per day lo..hi-1 (day numbers)."""
 
     @abc.abstractmethod
+    def adoption_series(
+        self, filters: Filters, lo: int, hi: int, prod_only: bool
+    ) -> list[tuple[int, str, int]]:
+        """(day, bundle, devices) per day lo..hi-1, by the bundle a device last ran that day."""
+
+    @abc.abstractmethod
     def refusals(self, filters: Filters, app_ids: list[str] | None) -> list[dict]:
         """Refused-event tallies per (day, app, reason, action), newest day first."""
 
@@ -165,6 +183,18 @@ class Store(abc.ABC):
         self, filters: Filters, prod: bool | None, limit: int, after: str | None
     ) -> list[dict]:
         """One app's devices (their latest state) by device id, after a device id."""
+
+    @abc.abstractmethod
+    def alert_states(self) -> set[tuple[str, str, str]]:
+        """The (app_id, version, condition) alerts sent that still held at the last check."""
+
+    @abc.abstractmethod
+    def raise_alert(self, key: tuple[str, str, str], at: int) -> None:
+        """Record that an alert was sent."""
+
+    @abc.abstractmethod
+    def clear_alerts(self, keys: list[tuple[str, str, str]]) -> None:
+        """Forget alerts whose condition no longer holds."""
 
     @abc.abstractmethod
     def iter_events(

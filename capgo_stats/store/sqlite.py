@@ -260,7 +260,7 @@ class SQLiteStore(Store):
                         deleted += conn.execute(
                             f"DELETE FROM event WHERE {column} IN ({marks(chunk)})", chunk
                         ).rowcount
-                for table in ("device", "device_day"):
+                for table in ("device", "device_day", "version_device", "adoption_device"):
                     for chunk in _chunked(sorted(devices)):
                         conn.execute(
                             f"DELETE FROM {table} WHERE device_id IN ({marks(chunk)})", chunk
@@ -445,6 +445,40 @@ class SQLiteStore(Store):
         )
         return dict(rows)
 
+    def outcome_totals(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], int]:
+        """Devices per (bundle, outcome) over all stored history (outcome_devices)."""
+        where, params = device_where(filters, prod_only)
+        rows = self._rows(
+            f"SELECT bundle, outcome, sum(devices) FROM outcome_devices WHERE {where}"
+            " GROUP BY 1, 2 HAVING sum(devices) > 0",
+            params,
+        )
+        return {(bundle, outcome): n for bundle, outcome, n in rows}
+
+    def reach_totals(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], int]:
+        """Devices per (bundle, kind) whose first event running it ('active') or first issue on
+        it ('issue') fell on a UTC day touching [since, until) (reach_day)."""
+        where, params = _day_where(filters, prod_only)
+        rows = self._rows(
+            f"SELECT bundle, kind, sum(devices) FROM reach_day WHERE {where}"
+            " GROUP BY 1, 2 HAVING sum(devices) > 0",
+            params,
+        )
+        return {(bundle, kind): n for bundle, kind, n in rows}
+
+    def histograms(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], dict]:
+        """Samples per (bundle, 'launch' or 'install') and bucket, days touching the range."""
+        where, params = _day_where(filters, prod_only)
+        found: dict[tuple[str, str], dict] = {}
+        for metric, table, count in HISTOGRAMS:
+            for bundle, bucket, n in self._rows(
+                f"SELECT bundle, bucket, sum({count}) FROM {table} WHERE {where}"
+                f" GROUP BY 1, 2 HAVING sum({count}) > 0",
+                params,
+            ):
+                found.setdefault((bundle, metric), {})[bucket] = n
+        return found
+
     def active_since(self, filters: Filters, prod_only: bool, since: list[int]) -> list[int]:
         """For each hour in `since` (ms, whole hours), how many devices were last seen in it
         or later."""
@@ -514,6 +548,17 @@ class SQLiteStore(Store):
             (app_id, lo, hi),
         )
         return dict(rows)
+
+    def adoption_series(
+        self, filters: Filters, lo: int, hi: int, prod_only: bool
+    ) -> list[tuple[int, str, int]]:
+        """(day, bundle, devices) for days lo..hi-1: devices by the bundle they last ran."""
+        where, params = device_where(filters, prod_only)
+        return self._rows(
+            f"SELECT day, bundle, sum(devices) FROM adoption_day WHERE {where}"
+            " AND day >= ? AND day < ? GROUP BY 1, 2 HAVING sum(devices) > 0",
+            [*params, lo, hi],
+        )
 
     def refusals(self, filters: Filters, app_ids: list[str] | None) -> list[dict]:
         """Refused-event tallies per (day, app, reason, action), newest day first.
@@ -623,6 +668,27 @@ class SQLiteStore(Store):
             [*params, limit],
         )
 
+    # -- alert state (flask alerts) ---------------------------------------------------------
+
+    def alert_states(self) -> set[tuple[str, str, str]]:
+        """The (app_id, version, condition) alerts sent that still held at the last check."""
+        return set(self._rows("SELECT app_id, version, condition FROM alert_state"))
+
+    def raise_alert(self, key: tuple[str, str, str], at: int) -> None:
+        """Record that an alert was sent."""
+        self._execute_write(
+            "INSERT OR REPLACE INTO alert_state (app_id, version, condition, raised_at)"
+            " VALUES (?, ?, ?, ?)",
+            (*key, at),
+        )
+
+    def clear_alerts(self, keys: list[tuple[str, str, str]]) -> None:
+        """Forget alerts whose condition no longer holds."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "DELETE FROM alert_state WHERE app_id = ? AND version = ? AND condition = ?", keys
+            )
+
     # -- example database and tools ---------------------------------------------------------
 
     def checkpoint(self) -> None:
@@ -669,6 +735,7 @@ class SQLiteStore(Store):
         # arrive for any day inside the plausibility window, so keep those days.
         oldest_day = min(before_ms, int(time.time() * 1000) - DEVICE_DAY_KEEP_MS) // DAY_MS
         self._execute_write("DELETE FROM device_day WHERE day < ?", (oldest_day,))
+        self._execute_write("DELETE FROM adoption_device WHERE day < ?", (oldest_day,))
         # Counts that devices moved out of stay behind at zero: nothing reads them.
         self._execute_write("DELETE FROM device_bundle WHERE devices = 0")
         self._execute_write("DELETE FROM device_hour WHERE devices = 0")
@@ -788,6 +855,21 @@ class SQLiteStore(Store):
 # (the fingerprint is only the dedupe key).
 EVENT_COLUMNS = frozenset(("id", *COLUMNS, "bundle"))
 SHOWN = COLUMNS[: COLUMNS.index("fingerprint")]
+
+
+HISTOGRAMS = (("launch", "launch_day", "count"), ("install", "install_day", "devices"))
+
+
+def _day_where(filters: Filters, prod_only: bool) -> tuple[str, list]:
+    """WHERE on a per-day table: the app, platform, prod, and the UTC days touching the range."""
+    where, params = device_where(filters, prod_only)
+    if filters.since is not None:
+        where += " AND day >= ?"
+        params.append(filters.since // DAY_MS)
+    if filters.until is not None:
+        where += " AND day < ?"
+        params.append(-(-filters.until // DAY_MS))
+    return where, params
 
 
 def _chunked(values: list[str]) -> Iterator[list[str]]:

@@ -9,12 +9,28 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator
 
-from capgo_stats.counting import COUNTS, FOLD_COLUMNS, DayKey, Deltas, Device, DeviceKey
+from capgo_stats.counting import (
+    COUNTS,
+    FOLD_COLUMNS,
+    VERSION_COUNTS,
+    DayBundle,
+    DayKey,
+    Deltas,
+    Device,
+    DeviceKey,
+    VersionDevice,
+    VersionKey,
+    bundle_of,
+    version_buckets,
+)
 from capgo_stats.protocol import DAY_MS, HOUR_MS
 from capgo_stats.store.base import FoldFn
 
 CHUNK = 300  # keys per look-up: well under SQLite's 32,766 variables
 DEVICE_COLUMNS = ("first_seen", "last_seen", "platform", "prod", "bundle", "bundle_at")
+VERSION_COLUMNS = (
+    "first_at", "platform", "prod", "outcome", "download_at", "set_at", "run_at", "issue_at",
+)  # fmt: skip
 
 
 def _plain(conn: sqlite3.Connection) -> sqlite3.Cursor:
@@ -54,14 +70,25 @@ def pending(conn: sqlite3.Connection) -> int:
 
 def next_batch(conn: sqlite3.Connection, limit: int) -> list[tuple]:
     """The next `limit` events after the fold's position, in id order (FOLD_COLUMNS)."""
-    return (
-        _plain(conn)
-        .execute(
-            f"SELECT {', '.join(FOLD_COLUMNS)} FROM event WHERE id > ? ORDER BY id LIMIT ?",
-            (position(conn), limit),
-        )
-        .fetchall()
-    )
+    return batch_after(conn, position(conn), limit)
+
+
+def batch_after(conn: sqlite3.Connection, after: int, limit: int) -> list[tuple]:
+    """The next `limit` events after id `after`, in id order (FOLD_COLUMNS)."""
+    sql = f"SELECT {', '.join(FOLD_COLUMNS)} FROM event WHERE id > ? ORDER BY id LIMIT ?"
+    return _plain(conn).execute(sql, (after, limit)).fetchall()
+
+
+def fill_health(conn: sqlite3.Connection, fold: FoldFn, batch: int = 5000) -> None:
+    """Fold every stored event into the release-health tables only (a schema-4 upgrade: the
+    other rollups are kept as they are). Raw events pruned before are not in them."""
+    tables, after = (*VERSION_COUNTS, "launch_day", "adoption_day"), 0
+    while rows := batch_after(conn, after, batch):
+        deltas = fold_batch_deltas(conn, fold, rows)
+        deltas.counts = {table: deltas.counts[table] for table in tables}
+        deltas.devices, deltas.device_days = {}, {}
+        apply(conn, deltas)
+        after = rows[-1][0]
 
 
 def fold_batch(conn: sqlite3.Connection, fold: FoldFn, rows: list[tuple]) -> None:
@@ -73,13 +100,16 @@ def fold_batch_deltas(conn: sqlite3.Connection, fold: FoldFn, rows: list[tuple])
     """The deltas of rows, from the device states and active days stored now."""
     devices = device_states(conn, {(row[2], row[3]) for row in rows})
     days = seen_days(conn, {(row[2], row[1] // DAY_MS, row[3]) for row in rows})
-    return fold(rows, devices, days)
+    versions = version_states(conn, {(row[2], bundle_of(row[6]), row[3]) for row in rows})
+    ran = day_bundles(conn, {(row[2], row[1] // DAY_MS, row[3]) for row in rows})
+    return fold(rows, devices, days, versions, ran)
 
 
 # -- rebuild: the held period folded again -------------------------------------------------------
 
 HOUR_TABLES = ("rollup_hour", "failure_hour")
 DAY_TABLES = ("rollup_day", "failure_day", "uninstall_day", "active_day", "device_day")
+DAY_TABLES += ("launch_day", "adoption_day", "adoption_device")
 
 
 def clear_held_period(conn: sqlite3.Connection, since: int) -> tuple[int, int]:
@@ -91,22 +121,24 @@ def clear_held_period(conn: sqlite3.Connection, since: int) -> tuple[int, int]:
     for table in DAY_TABLES:
         conn.execute(f"DELETE FROM {table} WHERE day >= ?", (day,))
     conn.execute("DELETE FROM device WHERE first_seen >= ?", (since,))
+    conn.execute("DELETE FROM version_device WHERE first_at >= ?", (since,))
     return hour, day
 
 
 def held_only(deltas: Deltas, floors: tuple[int, int]) -> Deltas:
     """The deltas without what falls before the wholly held hours and days (kept as they are),
-    and without device counts (recount_devices makes them from the device table)."""
+    and without device counts (recount_devices makes them from the device tables)."""
     hour, day = floors
     for table, counts in deltas.counts.items():
-        if table in ("device_bundle", "device_hour"):
+        if table in ("device_bundle", "device_hour", *VERSION_COUNTS):
             counts.clear()
             continue
         floor = hour if table in HOUR_TABLES else day
         for key in [key for key in counts if key[1] < floor]:
             del counts[key]
-    for key in [key for key in deltas.device_days if key[1] < day]:
-        del deltas.device_days[key]
+    for states in (deltas.device_days, deltas.day_bundles):
+        for key in [key for key in states if key[1] < day]:
+            del states[key]
     return deltas
 
 
@@ -124,6 +156,19 @@ def recount_devices(conn: sqlite3.Connection) -> None:
         f" SELECT app_id, last_seen / {HOUR_MS}, platform, prod, count(*) FROM device"
         " GROUP BY 1, 2, 3, 4"
     )
+    recount_versions(conn)
+
+
+def recount_versions(conn: sqlite3.Connection) -> None:
+    """Count the VERSION_COUNTS tables again from the version_device table."""
+    deltas = Deltas()
+    sql = f"SELECT app_id, bundle, device_id, {', '.join(VERSION_COLUMNS)} FROM version_device"
+    for row in _plain(conn).execute(sql):
+        for table, key in version_buckets(row[:3], row[3:]):
+            deltas.counts[table][key] += 1
+    for table in VERSION_COUNTS:
+        conn.execute(f"DELETE FROM {table}")
+    apply(conn, deltas)
 
 
 def _lookup(conn: sqlite3.Connection, sql: str, keys: Iterable[tuple]) -> Iterator[tuple]:
@@ -154,6 +199,26 @@ def device_states(conn: sqlite3.Connection, keys: set[DeviceKey]) -> dict[Device
     return {(row[0], row[1]): row[2:] for row in _lookup(conn, sql, keys)}
 
 
+def version_states(
+    conn: sqlite3.Connection, keys: set[VersionKey]
+) -> dict[VersionKey, VersionDevice]:
+    """The stored records of these (app_id, bundle, device_id); absent ones have none yet."""
+    sql = (
+        f"SELECT app_id, bundle, device_id, {', '.join(VERSION_COLUMNS)} FROM version_device"
+        " WHERE app_id = ? AND bundle = ? AND device_id IN ({marks})"
+    )
+    return {row[:3]: row[3:] for row in _lookup(conn, sql, keys)}
+
+
+def day_bundles(conn: sqlite3.Connection, keys: set[DayKey]) -> dict[DayKey, DayBundle]:
+    """The bundle each of these (app_id, day, device_id) last ran, when one is stored."""
+    sql = (
+        "SELECT app_id, day, device_id, platform, prod, bundle, bundle_at FROM adoption_device"
+        " WHERE app_id = ? AND day = ? AND device_id IN ({marks})"
+    )
+    return {row[:3]: row[3:] for row in _lookup(conn, sql, keys)}
+
+
 def seen_days(conn: sqlite3.Connection, keys: set[DayKey]) -> set[DayKey]:
     """Which of these (app_id, day, device_id) already counted the device as active."""
     sql = (
@@ -176,6 +241,22 @@ def apply(conn: sqlite3.Connection, deltas: Deltas) -> None:
             " ON CONFLICT (app_id, device_id) DO UPDATE SET "
             + ", ".join(f"{name} = excluded.{name}" for name in DEVICE_COLUMNS),
             [(*key, *state) for key, state in sorted(deltas.devices.items())],
+        )
+    if deltas.versions:
+        columns = ("app_id", "bundle", "device_id", *VERSION_COLUMNS)
+        conn.executemany(
+            f"INSERT INTO version_device ({', '.join(columns)})"
+            f" VALUES ({', '.join('?' * len(columns))}) ON CONFLICT (app_id, bundle, device_id)"
+            " DO UPDATE SET " + ", ".join(f"{name} = excluded.{name}" for name in VERSION_COLUMNS),
+            [(*key, *state) for key, state in sorted(deltas.versions.items())],
+        )
+    if deltas.day_bundles:
+        conn.executemany(
+            "INSERT INTO adoption_device (app_id, day, device_id, platform, prod, bundle,"
+            " bundle_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (app_id, day, device_id)"
+            " DO UPDATE SET platform = excluded.platform, prod = excluded.prod,"
+            " bundle = excluded.bundle, bundle_at = excluded.bundle_at",
+            [(*key, *state) for key, state in sorted(deltas.day_bundles.items())],
         )
     if deltas.device_days:
         conn.executemany(

@@ -124,7 +124,8 @@ def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
 
 def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
     """Drop the triggers (the fold keeps the rollups now), give events the fingerprint dedupe
-    key, and record the fold's position: every event so far is counted already.
+    key, and record the fold's position: every event so far is counted already. The
+    release-health tables are filled by folding the raw events held into them alone.
 
     pruned_before is taken as the oldest raw event's time: nothing older is held, whether or
     not it was ever pruned.
@@ -142,6 +143,12 @@ def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
         " ('fold_position', (SELECT coalesce(max(id), 0) FROM event)),"
         " ('pruned_before', (SELECT coalesce(min(at), 0) FROM event))"
     )
+    # The release-health tables are new: made and filled from the raw events held.
+    from capgo_stats import counting
+    from capgo_stats.store import sqlite_fold
+
+    _run_script(conn, SCHEMA.read_text())
+    sqlite_fold.fill_health(conn, counting.fold)
 
 
 STEPS = (_migrate_2_to_3, _migrate_3_to_4, _migrate_4_to_5)

@@ -58,6 +58,22 @@ def versions() -> dict:
     return reports.versions(read_store(), report_filters, query_flag("include_dev"))
 
 
+@bp.get("/stats/health")
+def health() -> dict:
+    """GET /stats/health: per version, active and issue devices, launch and install times."""
+    report_filters = query_filters(allow_action=False)
+    return reports.health(read_store(), report_filters, query_flag("include_dev"))
+
+
+@bp.get("/stats/adoption")
+def adoption() -> dict:
+    """GET /stats/adoption: per UTC day, devices and each version's share of them."""
+    report_filters = query_filters(allow_action=False)
+    return reports.adoption(
+        read_store(), report_filters, query_flag("include_dev"), protocol.now_ms()
+    )
+
+
 @bp.get("/stats/timeline")
 def timeline() -> dict:
     """GET /stats/timeline: zero-filled series per day or hour."""
