@@ -207,7 +207,9 @@ def build(path: str) -> int:
     actions = protocol.KNOWN_ACTIONS
     stored = 0
     for at, _, batch in sessions:
-        now = at + 1_000  # the batch arrives a second after its first event
+        # the batch arrives a second after its last event (a clock ahead of arrival is not
+        # believed, protocol._event_time)
+        now = max(item.get("timestamp", at) for item in batch) + 1_000
         outcomes = [protocol.validate(item, actions, now) for item in batch]
         rows = [o for o in outcomes if not isinstance(o, protocol.Refusal)]
         store.write(rows, [o for o in outcomes if isinstance(o, protocol.Refusal)], now)
