@@ -98,7 +98,11 @@ def download_fail_is_legacy(plugin_version: str | None, platform: str = "") -> b
 
 
 def counts_as_failure(action: str, plugin_version: str | None, platform: str = "") -> bool:
-    """An action ending in _fail, except a legacy download_fail (see download_fail_is_legacy)."""
+    """An action ending in _fail, except a legacy download_fail (see download_fail_is_legacy).
+
+    Per-file failures ("1.2.3:www/main.js") count, each for its bundle: a decision, explained
+    in docs/figures.md (Capgo's newest receiver leaves them out).
+    """
     if not is_failure_action(action):
         return False
     return not (action == "download_fail" and download_fail_is_legacy(plugin_version, platform))
