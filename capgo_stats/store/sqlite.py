@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import capgo_stats.store.sqlite_fold as folding
 import capgo_stats.store.sqlite_migrations as migrations
+from capgo_stats import counting
 from capgo_stats.counting import Deltas
 from capgo_stats.filters import Filters
 from capgo_stats.protocol import COLUMNS, DAY_MS, HOUR_MS, Refusal
@@ -55,9 +56,15 @@ class SQLiteStore(Store):
     """A SQLite database file with its connection pool and queries."""
 
     def __init__(
-        self, path: str, busy_timeout_ms: int = 5000, durable: bool = False, max_mb: int = 0
+        self,
+        path: str,
+        busy_timeout_ms: int = 5000,
+        durable: bool = False,
+        max_mb: int = 0,
+        fold: FoldFn = counting.fold,
     ):
         self.path = os.path.abspath(path)
+        self.fold_rules = fold  # for the migrations that fill tables from the raw events
         self.busy_timeout_ms = busy_timeout_ms
         self.durable = durable
         self.max_mb = max_mb
@@ -175,7 +182,7 @@ class SQLiteStore(Store):
                 return
             conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see it
             try:
-                migrations.migrate(conn, self.path)
+                migrations.migrate(conn, self.path, self.fold_rules)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")

@@ -8,7 +8,9 @@ import logging
 import sqlite3
 from pathlib import Path
 
+import capgo_stats.store.sqlite_fold as folding
 from capgo_stats.protocol import COLUMNS, SENT, fingerprint
+from capgo_stats.store.base import FoldFn
 
 SCHEMA = Path(__file__).resolve().parents[2] / "schema.sql"
 SCHEMA_VERSION = 5
@@ -32,8 +34,9 @@ def version(conn: sqlite3.Connection) -> int:
     return found
 
 
-def migrate(conn: sqlite3.Connection, path: str) -> None:
-    """Bring the database to SCHEMA_VERSION, inside the caller's write transaction."""
+def migrate(conn: sqlite3.Connection, path: str, fold: FoldFn) -> None:
+    """Bring the database to SCHEMA_VERSION, inside the caller's write transaction; `fold` is
+    counting.fold, for the tables a step fills from the raw events."""
     found = version(conn)
     if found == 0:
         _run_script(conn, SCHEMA.read_text())
@@ -45,7 +48,7 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
         _migrate_1_to_5(conn)
     else:
         for step in STEPS[found - 2 :]:
-            step(conn)
+            step(conn, fold)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
@@ -76,7 +79,7 @@ def _migrate_1_to_5(conn: sqlite3.Connection) -> None:
     _run_script(conn, SCHEMA.read_text())
 
 
-def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+def _migrate_2_to_3(conn: sqlite3.Connection, fold: FoldFn) -> None:
     """Add failure_day, filled from failure_hour (which survives prune)."""
     # Early schema-2 files kept an index that schema 2 later dropped: it doubled upsert costs.
     conn.execute('DROP INDEX IF EXISTS "device#app_id#last_seen"')
@@ -96,7 +99,7 @@ def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
     )
 
 
-def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
+def _migrate_3_to_4(conn: sqlite3.Connection, fold: FoldFn) -> None:
     """Add the device counts, device_bundle and device_hour, filled from the device table."""
     conn.execute(
         "CREATE TABLE device_bundle ("
@@ -122,7 +125,7 @@ def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
     )
 
 
-def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
+def _migrate_4_to_5(conn: sqlite3.Connection, fold: FoldFn) -> None:
     """Drop the triggers (the fold keeps the rollups now), give events the fingerprint dedupe
     key, and record the fold's position: every event so far is counted already. The
     release-health tables are filled by folding the raw events held into them alone.
@@ -144,11 +147,8 @@ def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
         " ('pruned_before', (SELECT coalesce(min(at), 0) FROM event))"
     )
     # The release-health tables are new: made and filled from the raw events held.
-    from capgo_stats import counting
-    from capgo_stats.store import sqlite_fold
-
     _run_script(conn, SCHEMA.read_text())
-    sqlite_fold.fill_health(conn, counting.fold)
+    folding.fill_health(conn, fold)
 
 
 STEPS = (_migrate_2_to_3, _migrate_3_to_4, _migrate_4_to_5)
