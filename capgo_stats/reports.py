@@ -452,6 +452,8 @@ def event_view(row: dict, include_dev: bool = False) -> dict:
 
 
 MAX_SCAN = 10_000  # raw events one page may read past while skipping legacy download_fail
+SCAN_BATCH = 1000  # event keys read at a time while skipping them
+PAGE_BYTES = 2 * 1024 * 1024  # stored text (metadata, mostly) one page of events holds at most
 
 
 def _counted(row: dict, kind: str | None) -> bool:
@@ -476,22 +478,26 @@ def event_list(
     """Raw events matching filters, newest first, one page, with the cursor of the next page.
 
     kind=failure (and attempt) leave out legacy download_fail, so a figure's link lists exactly
-    what it counts; a page skipping many of them may hold fewer than `limit` events.
+    what it counts; a page skipping many of them may hold fewer than `limit` events, and so
+    does a page cut at PAGE_BYTES of stored text (big metadata).
     """
     position, kind = decode_cursor(cursor), filters.kind
-    rows: list[dict] = []
+    keys: list[dict] = []
     scanned, exhausted = 0, False
-    while len(rows) <= limit and scanned < MAX_SCAN and not exhausted:
-        batch = store.events_page(filters, limit + 1, position)
-        exhausted = len(batch) <= limit
-        for row in batch:
-            position, scanned = (row["at"], row["id"]), scanned + 1
-            if _counted(row, kind):
-                rows.append(row)
-                if len(rows) > limit:
+    size = limit + 1 if kind not in ("failure", "attempt") else max(limit + 1, SCAN_BATCH)
+    while len(keys) <= limit and scanned < MAX_SCAN and not exhausted:
+        batch = store.event_keys(filters, size, position)
+        exhausted = len(batch) < size
+        for key in batch:
+            position, scanned = (key["at"], key["id"]), scanned + 1
+            if _counted(key, kind):
+                keys.append(key)
+                if len(keys) > limit:
                     break
-    if len(rows) > limit:
-        rows, after = rows[:limit], (rows[limit - 1]["at"], rows[limit - 1]["id"])
+    more, keys = len(keys) > limit, keys[:limit]
+    rows = store.events_by_id([key["id"] for key in keys], PAGE_BYTES)
+    if more or len(rows) < len(keys):
+        after = (rows[-1]["at"], rows[-1]["id"]) if rows else position
     else:
         after = None if exhausted else position
     return {

@@ -456,10 +456,11 @@ class SQLiteStore(Store):
             newest = None if hour is None else hour * HOUR_MS
         return newest
 
-    def app_ids(self) -> list[str]:
-        """Every app with at least one stored event, hopping along the device index."""
+    def app_ids(self, limit: int | None = None) -> list[str]:
+        """The apps with at least one stored event (the first `limit`), hopping along the
+        device index."""
         apps: list[str] = []
-        while True:
+        while limit is None or len(apps) < limit:
             after = apps[-1] if apps else ""
             row = self._rows(
                 "SELECT app_id FROM device WHERE app_id > ? ORDER BY app_id LIMIT 1", (after,)
@@ -467,6 +468,7 @@ class SQLiteStore(Store):
             if not row:
                 return apps
             apps.append(row[0][0])
+        return apps
 
     def series(
         self, filters: Filters, interval: str, lo: int, hi: int, prod_only: bool, actions: list[str]
@@ -526,36 +528,62 @@ class SQLiteStore(Store):
             params,
         )
 
-    def events_page(
-        self, filters: Filters, limit: int, after: tuple[int, int] | None
-    ) -> list[dict]:
-        """Raw events matching `filters`, newest first (by at, then id), after a cursor.
+    def event_keys(self, filters: Filters, limit: int, after: tuple[int, int] | None) -> list[dict]:
+        """The keys of matching raw events, newest first (by at, then id), after a cursor.
 
         Without an app, device or custom id to follow an index, each app is read on its own
-        index and the pages are merged, so the list never sorts the whole table.
+        index and the pages are merged, so the list never sorts the whole table; beyond
+        MERGE_APPS apps, one scan with SQLite keeping the newest `limit` is cheaper than a
+        query per app. Keys only: the rows, metadata and all, come from events_by_id.
         """
         if any(getattr(filters, k) is not None for k in ("app_id", "device_id", "custom_id")):
-            return self._events_page(filters, limit, after)
+            return self._event_keys(filters, limit, after)
+        apps = self.app_ids(MERGE_APPS + 1)
+        if len(apps) > MERGE_APPS:
+            return self._event_keys(filters, limit, after)
         merged = []
-        for app_id in self.app_ids():
-            merged += self._events_page(filters.but(app_id=app_id), limit, after)
+        for app_id in apps:
+            merged += self._event_keys(filters.but(app_id=app_id), limit, after)
         merged.sort(key=lambda row: (row["at"], row["id"]), reverse=True)
         return merged[:limit]
 
-    def _events_page(
+    def _event_keys(
         self, filters: Filters, limit: int, after: tuple[int, int] | None
     ) -> list[dict]:
-        """One indexed page of raw events (see events_page)."""
+        """One page of raw event keys (see event_keys)."""
         where, params = event_where(filters)
         if after is not None:
             # at <= ? lets the (…, at) index bound the scan; the OR breaks ties by id.
             where += " AND at <= ? AND (at < ? OR id < ?)"
             params += [after[0], after[0], after[1]]
         return self.query(
-            f"SELECT id, {', '.join(SHOWN)}, bundle FROM event WHERE {where}"
+            f"SELECT {', '.join(KEY_COLUMNS)} FROM event WHERE {where}"
             " ORDER BY at DESC, id DESC LIMIT ?",
             [*params, limit],
         )
+
+    def events_by_id(self, ids: list[int], max_bytes: int) -> list[dict]:
+        """The raw events of these ids, in the order given, one row read at a time, stopping
+        after the row that takes the text read past max_bytes (so at least one row)."""
+        select = f"SELECT id, {', '.join(SHOWN)}, bundle FROM event WHERE id = ?"
+        found: list[dict] = []
+        read = 0
+        with self.connection() as conn:
+            conn.execute("BEGIN")  # one snapshot for the whole page
+            try:
+                for event_id in ids:
+                    row = self._wait_for_lock(
+                        lambda i=event_id: conn.execute(select, (i,)).fetchone()
+                    )
+                    if row is None:  # deleted since its key was read (prune, forget-device)
+                        continue
+                    found.append(dict(row))
+                    read += sum(len(value) for value in row if isinstance(value, str))
+                    if read > max_bytes:
+                        break
+            finally:
+                conn.execute("COMMIT")
+        return found
 
     def device_states(self, filters: Filters) -> list[dict]:
         """The device table's rows (latest state per app) for a device_id or a custom_id."""
@@ -678,16 +706,19 @@ class SQLiteStore(Store):
     def iter_events(
         self, filters: Filters, columns: Sequence[str], batch_size: int = 1000
     ) -> Iterator[list[tuple]]:
-        """Yield the matching events by app, then oldest first, batch_size rows at a time.
+        """Yield the matching events by app, then oldest first, batch_size rows at a time, or
+        fewer once their text passes BATCH_BYTES (big metadata).
 
         Each app's events are read in the order of the (app_id, at) index, so nothing is sorted
-        and memory stays flat. One read transaction: a snapshot, held (with its connection)
-        until the last batch is taken or the generator is closed.
+        and memory stays flat, whatever the rows hold. One read transaction: a snapshot, held
+        (with its connection) until the last batch is taken or the generator is closed.
         """
         unknown = set(columns) - EVENT_COLUMNS
         if unknown:
             raise ValueError(f"not event columns: {sorted(unknown)}")
         select = f"SELECT {', '.join(columns)} FROM event WHERE "
+        # The columns whose size a client decides (the rest are short, capped at ingest).
+        text = [i for i, name in enumerate(columns) if name in ("metadata",)]
         with self.connection() as conn:
             conn.execute("BEGIN")
             # The first read takes the snapshot (and may have to wait); later ones never wait.
@@ -704,8 +735,7 @@ class SQLiteStore(Store):
                     filters.until,
                 )
                 cursor.execute(select + where + " ORDER BY at, id", params)
-                while batch := cursor.fetchmany(batch_size):
-                    yield batch
+                yield from _batches(cursor, batch_size, text)
             conn.execute("COMMIT")
 
     def metrics(self) -> dict[str, Any]:
@@ -775,12 +805,32 @@ class SQLiteStore(Store):
 # (the fingerprint is only the dedupe key).
 EVENT_COLUMNS = frozenset(("id", *COLUMNS, "bundle"))
 SHOWN = COLUMNS[: COLUMNS.index("fingerprint")]
+# What a page of events is chosen by (its order, and the legacy download_fail rule).
+KEY_COLUMNS = ("id", "at", "action", "platform", "plugin_version")
+MERGE_APPS = 100  # event_keys merges one indexed page per app up to this many apps
 
 
 def _chunked(values: list[str]) -> Iterator[list[str]]:
     """The values in lists of at most folding.CHUNK, for IN (...) lists of any length."""
     for start in range(0, len(values), folding.CHUNK):
         yield values[start : start + folding.CHUNK]
+
+
+BATCH_BYTES = 2 * 1024 * 1024  # text of a client-sized column one export batch holds at most
+
+
+def _batches(cursor: sqlite3.Cursor, size: int, text: list[int]) -> Iterator[list[tuple]]:
+    """A cursor's rows in lists of `size`, or fewer once the `text` columns pass BATCH_BYTES."""
+    batch: list[tuple] = []
+    read = 0
+    for row in cursor:
+        batch.append(row)
+        read += sum(len(row[i] or "") for i in text)
+        if len(batch) >= size or read > BATCH_BYTES:
+            yield batch
+            batch, read = [], 0
+    if batch:
+        yield batch
 
 
 def _app_ids(conn: sqlite3.Connection) -> list[str]:

@@ -1,0 +1,121 @@
+"""Bounded reads: whatever clients send (many distinct names, big metadata), every read answers
+in bounded time, size and memory, and the real values stay in sight."""
+
+import json
+import time
+import tracemalloc
+
+from capgo_stats.filters import Filters
+from capgo_stats.render import export
+
+BIG_METADATA = json.dumps({f"key{k:03d}": "x" * 4096 for k in range(64)})
+
+
+def _row(now, i, app_id="com.example.app", action="set", version="1.2.3", **extra):
+    """One stored event row, in protocol.COLUMNS order, written straight to the store."""
+    row = {
+        "at": now + i,
+        "received_at": now,
+        "device_ts": now + i,
+        "app_id": app_id,
+        "device_id": f"dev-{i}",
+        "action": action,
+        "platform": "android",
+        "version_name": version,
+        "old_version_name": None,
+        "custom_id": None,
+        "version_build": None,
+        "version_code": None,
+        "version_os": None,
+        "plugin_version": None,
+        "is_emulator": 0,
+        "is_prod": 1,
+        "default_channel": None,
+        "key_id": None,
+        "install_source": None,
+        "metadata": None,
+        "fingerprint": None,
+    }
+    row.update(extra)
+    return tuple(row.values())
+
+
+def _write(store, rows, now):
+    """Write rows in batches, as ingest would, folding nothing."""
+    for start in range(0, len(rows), 5000):
+        store.write(rows[start : start + 5000], [], now)
+
+
+def _peak(work):
+    """The peak Python memory, in bytes, that work() takes, and what it returned."""
+    tracemalloc.start()
+    try:
+        result = work()
+        return tracemalloc.get_traced_memory()[1], result
+    finally:
+        tracemalloc.stop()
+
+
+# -- memory by bytes, not rows ----------------------------------------------------------------
+
+
+def _big_events(store, n, now):
+    """n events that each carry 64 x 4 KB of metadata."""
+    _write(store, [_row(now, i, metadata=BIG_METADATA) for i in range(n)], now)
+
+
+def test_export_memory_of_events_with_big_metadata_stays_flat_however_many_events(app):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    export_size = lambda: sum(len(c) for c in export.chunks(store, Filters(), "csv"))  # noqa: E731
+    _big_events(store, 30, now)
+    small_peak, small_size = _peak(export_size)
+    _big_events(store, 120, now + 1000)
+    big_peak, big_size = _peak(export_size)
+    assert big_size > 4 * small_size
+    assert big_peak < 1.5 * small_peak
+    assert big_peak < 40 * 1024 * 1024
+
+
+def test_a_page_of_events_with_big_metadata_is_cut_by_bytes_and_pages_on(app, client):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _big_events(store, 120, now)
+    peak, page = _peak(lambda: client.get("/stats/events?limit=1000").json)
+    assert 0 < len(page["events"]) < 120
+    assert page["next"] is not None
+    assert peak < 60 * 1024 * 1024
+    seen = [event["id"] for event in page["events"]]
+    while page["next"]:
+        page = client.get(f"/stats/events?limit=1000&cursor={page['next']}").json
+        seen += [event["id"] for event in page["events"]]
+    assert sorted(seen, reverse=True) == seen and len(set(seen)) == 120
+
+
+def _count_reads(monkeypatch, store):
+    """Count the store's read queries from now on; returns the counter (a one-item list)."""
+    calls = [0]
+    for name in ("query", "_rows"):
+        original = getattr(store, name)
+
+        def counted(*args, original=original, **kwargs):
+            calls[0] += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(store, name, counted)
+    return calls
+
+
+def test_a_failure_page_over_many_apps_of_legacy_download_fail_reads_a_bounded_number_of_queries(
+    app, client, monkeypatch
+):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    legacy = [
+        _row(now, i, app_id=f"com.app{i:04d}", action="download_fail", plugin_version="6.0.0")
+        for i in range(150)
+    ]
+    _write(store, [*legacy, _row(now, 150, action="update_fail", plugin_version="8.0.0")], now)
+    client.get("/stats/summary")  # fold first
+    calls = _count_reads(monkeypatch, store)
+    page = client.get("/stats/events?kind=failure&limit=1").json
+    assert [event["action"] for event in page["events"]] == ["update_fail"]
+    assert page["next"] is None
+    assert calls[0] < 400
