@@ -125,11 +125,17 @@ def _blank_row(version: str) -> dict:
 
 
 def versions(
-    store: Store, filters: Filters, include_dev: bool = False, failure_rows: list | None = None
+    store: Store,
+    filters: Filters,
+    include_dev: bool = False,
+    failure_rows: list | None = None,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> dict:
     """One row per bundle version: devices, share, installs, uninstalls, failures, fail rate.
 
     failure_rows: store.failure_totals() for the same filters, when the caller already has it.
+    limit/offset: the page of rows (newest first_seen first) to answer; `more` counts the rest.
     """
     filters, prod_only = with_app(store, filters), not include_dev
     rows: dict[str, dict] = {}
@@ -170,12 +176,20 @@ def versions(
     ordered = sorted(
         rows.values(), key=lambda r: (r["first_seen"] or "", r["version"]), reverse=True
     )
+    # Pages hold the versions with the most devices, then attempts: a flood of made-up names
+    # (one device each) cannot push the real ones off the first page. Each is newest first.
+    ranked = sorted(ordered, key=lambda r: (-r["devices"], -r["attempts"]))
+    page = ranked[offset:] if limit is None else ranked[offset : offset + limit]
+    page.sort(key=lambda r: (r["first_seen"] or "", r["version"]), reverse=True)
+    more = max(len(ordered) - offset - len(page), 0)
     return {
         "app_id": filters.app_id or None,
         "include_dev": include_dev,
         **_window(filters),
         "devices": all_devices,
-        "versions": ordered,
+        "versions": page,
+        "more": more,
+        "next_offset": offset + len(page) if more else None,
         **apart,
         "ignored_legacy_download_fail": ignored,
     }
@@ -553,6 +567,8 @@ def device_list(
 
 # -- the dashboard ----------------------------------------------------------------------------
 
+VERSIONS_SHOWN = 100  # version rows on the page; "N more" links to /stats/versions for the rest
+
 
 def dashboard(store: Store, filters: Filters, include_dev: bool = False, now: int = 0) -> dict:
     """Everything the page shows for one app, from the same functions as the JSON API."""
@@ -569,7 +585,7 @@ def dashboard(store: Store, filters: Filters, include_dev: bool = False, now: in
         return report
     failure_rows = store.failure_totals(filters, not include_dev)  # read once, used twice
     report["summary"] = summary(store, filters, include_dev, now)
-    report["versions"] = versions(store, filters, include_dev, failure_rows)
+    report["versions"] = versions(store, filters, include_dev, failure_rows, VERSIONS_SHOWN)
     report["timeline"] = timeline(store, filters, "day", include_dev, now)
     report["failures"] = failures(store, filters, include_dev, failure_rows=failure_rows)
     report["rejected"] = rejected(store, filters, with_unknown_app=True)

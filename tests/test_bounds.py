@@ -119,3 +119,43 @@ def test_a_failure_page_over_many_apps_of_legacy_download_fail_reads_a_bounded_n
     assert [event["action"] for event in page["events"]] == ["update_fail"]
     assert page["next"] is None
     assert calls[0] < 400
+
+
+# -- many distinct values ---------------------------------------------------------------------
+
+
+def _real_version(store, now):
+    """Version 1.0.0, installed on 50 devices of its own, before the flood."""
+    real = [_row(now - 10_000, i, version="1.0.0", device_id=f"real-{i}") for i in range(50)]
+    _write(store, real, now)
+
+
+def _flood_versions(store, n, now, app_id="com.example.app"):
+    """n installs, each of its own version (flood-0 ... flood-n), on n devices."""
+    _write(store, [_row(now, i, app_id=app_id, version=f"flood-{i}") for i in range(n)], now)
+
+
+def test_versions_answer_a_page_of_100_and_count_the_rest_however_many_versions(app, client):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _real_version(store, now)
+    _flood_versions(store, 5_000, now)
+    report = client.get("/stats/versions?app_id=com.example.app").json
+    assert len(report["versions"]) == 100
+    assert report["more"] == 4_901 and report["next_offset"] == 100
+    assert report["versions"][-1]["version"] == "1.0.0"  # most devices, oldest: listed last
+    assert report["versions"][-1]["devices"] == 50
+    last = client.get("/stats/versions?app_id=com.example.app&offset=4995&limit=10").json
+    assert len(last["versions"]) == 6
+    assert last["more"] == 0 and last["next_offset"] is None
+
+
+def test_the_dashboard_shows_100_versions_and_links_to_the_rest(app, client):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _real_version(store, now)
+    _flood_versions(store, 5_000, now)
+    page = client.get("/?app_id=com.example.app").get_data(as_text=True)
+    assert page.count('<tr data-version="flood-') == 99
+    assert '<tr data-version="1.0.0">' in page
+    assert "4901 more</a>" in page
+    assert "/stats/versions?app_id=com.example.app&amp;offset=100" in page
+    assert len(page) < 1_000_000

@@ -38,6 +38,16 @@ def _limit() -> int:
     return int(value)
 
 
+def _offset() -> int:
+    """The rows to skip: 0 when absent, else ASCII digits (at most 9 of them)."""
+    value = request.args.get("offset", "0")
+    if not LIMIT.fullmatch(value):
+        raise invalid_filter(
+            "offset", f'"offset" must be a whole number from 0, not {value[:40]!r}.'
+        )
+    return int(value)
+
+
 def _cursor() -> str | None:
     """The event cursor of the query, checked: a 400 when it is not one of ours."""
     cursor = request.args.get("cursor") or None
@@ -55,7 +65,9 @@ def counts() -> dict:
 def versions() -> dict:
     """GET /stats/versions: one row per bundle version of an app."""
     report_filters = query_filters(allow_action=False)
-    return reports.versions(read_store(), report_filters, query_flag("include_dev"))
+    return reports.versions(
+        read_store(), report_filters, query_flag("include_dev"), None, _limit(), _offset()
+    )
 
 
 @bp.get("/stats/timeline")
