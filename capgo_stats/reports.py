@@ -95,12 +95,14 @@ def _window(filters: Filters) -> dict:
 
 
 def with_app(store: Store, filters: Filters) -> Filters:
-    """The filters with an app: the one asked for, else the app with the newest event.
+    """The filters with an app: the one asked for, else the app with the newest event among
+    the APPS_SHOWN apps with the most events.
 
     With no app at all, app_id is "", which no event has: every figure is then zero.
     """
     if filters.app_id is not None:
         return filters
+    # Among the apps with the most events: made-up app ids cannot take the page over.
     newest = max(apps(store), key=lambda a: a["last_event_at"] or "", default=None)
     return filters.but(app_id=newest["app_id"] if newest else "")
 
@@ -397,11 +399,14 @@ def summary(store: Store, filters: Filters, include_dev: bool = False, now: int 
     }
 
 
+APPS_SHOWN = 100  # apps in the picker, and that an app_id left out is chosen from
+
+
 def apps(store: Store) -> list[dict]:
-    """Every app with events, with its newest event time, by app_id."""
+    """The APPS_SHOWN apps with the most events, with their newest event time, by app_id."""
     return [
         {"app_id": app_id, "last_event_at": iso(store.newest_event(app_id))}
-        for app_id in store.app_ids()
+        for app_id in sorted(store.top_apps(APPS_SHOWN))
     ]
 
 
@@ -574,8 +579,12 @@ def dashboard(store: Store, filters: Filters, include_dev: bool = False, now: in
     """Everything the page shows for one app, from the same functions as the JSON API."""
     now = now or _now()
     app_list, filters = apps(store), with_app(store, filters)
+    newest = store.newest_event(filters.app_id) if filters.app_id else None
+    if newest is not None and all(app["app_id"] != filters.app_id for app in app_list):
+        app_list.append({"app_id": filters.app_id, "last_event_at": iso(newest)})
     report: dict[str, Any] = {
         "apps": app_list,
+        "apps_more": max(store.app_count() - len(app_list), 0),
         "app_id": filters.app_id or None,
         "include_dev": include_dev,
         "filters": filters,

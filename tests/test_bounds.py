@@ -159,3 +159,45 @@ def test_the_dashboard_shows_100_versions_and_links_to_the_rest(app, client):
     assert "4901 more</a>" in page
     assert "/stats/versions?app_id=com.example.app&amp;offset=100" in page
     assert len(page) < 1_000_000
+
+
+def _flood_apps(store, n, now):
+    """One event from each of n made-up apps, and 50 from the real one, com.example.app."""
+    real = [_row(now - 10_000, i, device_id=f"real-{i}") for i in range(50)]
+    _write(store, [*real, *(_row(now, i, app_id=f"flood.{i:05d}") for i in range(n))], now)
+
+
+def test_metrics_name_the_100_apps_with_the_most_events_and_sum_the_rest_as_other(app, client):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _flood_apps(store, 5_000, now)
+    text = client.get("/metrics").get_data(as_text=True)
+    events = [line for line in text.splitlines() if line.startswith("capgo_stats_events_total{")]
+    assert len(events) == 101
+    assert 'capgo_stats_events_total{app_id="com.example.app",action="set"} 50' in events
+    assert 'capgo_stats_events_total{app_id="_other",action="set"} 4901' in events
+    last = [line for line in text.splitlines() if line.startswith("capgo_stats_last_event_")]
+    assert len(last) == 101 and any('app_id="_other"' in line for line in last)
+    assert len(text) < 50_000
+
+
+def test_the_app_picker_lists_100_apps_and_any_other_opens_by_its_app_id(app, client):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _flood_apps(store, 5_000, now)
+    page = client.get("/").get_data(as_text=True)
+    assert page.count(' data-app="') == 100
+    assert ' data-app="com.example.app"' in page  # the most events: never crowded out
+    assert "4901 more apps" in page and 'name="app_id" required' in page
+    other = client.get("/?app_id=flood.04321").get_data(as_text=True)
+    assert ' aria-current="page" data-app="flood.04321"' in other
+    assert len(page) < 1_000_000
+
+
+def test_a_report_without_an_app_id_reads_a_bounded_number_of_queries_however_many_apps(
+    app, client, monkeypatch
+):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _flood_apps(store, 5_000, now)
+    client.get("/stats/summary")  # fold first
+    calls = _count_reads(monkeypatch, store)
+    assert client.get("/stats/versions").status_code == 200
+    assert calls[0] < 300

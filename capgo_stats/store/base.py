@@ -120,6 +120,14 @@ class Store(abc.ABC):
         """The apps with at least one stored event, by app_id (the first `limit` of them)."""
 
     @abc.abstractmethod
+    def top_apps(self, limit: int) -> list[str]:
+        """The `limit` apps with the most events, most first."""
+
+    @abc.abstractmethod
+    def app_count(self) -> int:
+        """How many apps have events."""
+
+    @abc.abstractmethod
     def series(
         self,
         filters: Filters,

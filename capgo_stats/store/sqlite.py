@@ -470,6 +470,21 @@ class SQLiteStore(Store):
             apps.append(row[0][0])
         return apps
 
+    def top_apps(self, limit: int) -> list[str]:
+        """The `limit` apps with the most events (rollup_day), most first, then by app_id: a
+        bounded answer however many apps send."""
+        top = self._rows(
+            "SELECT app_id FROM rollup_day GROUP BY app_id ORDER BY sum(count) DESC, app_id"
+            " LIMIT ?",
+            (limit,),
+        )
+        return [app_id for (app_id,) in top]
+
+    def app_count(self) -> int:
+        """How many apps have events (in rollup_day)."""
+        [(count,)] = self._rows("SELECT count(*) FROM (SELECT DISTINCT app_id FROM rollup_day)")
+        return count
+
     def series(
         self, filters: Filters, interval: str, lo: int, hi: int, prod_only: bool, actions: list[str]
     ) -> list[dict]:
@@ -744,16 +759,25 @@ class SQLiteStore(Store):
         def read(conn: sqlite3.Connection) -> tuple[list, list, list]:
             conn.execute("BEGIN")  # one snapshot for the three reads
             try:
+                # The top apps by events by name, the others as one: label values stay
+                # bounded however many app ids clients make up.
+                top = (
+                    "WITH top AS (SELECT app_id FROM rollup_day GROUP BY app_id"
+                    " ORDER BY sum(count) DESC, app_id LIMIT ?)"
+                    " SELECT CASE WHEN app_id IN top THEN app_id ELSE ? END AS app"
+                )
                 return (
                     conn.execute(
-                        "SELECT app_id, action, sum(count) FROM rollup_day"
-                        " GROUP BY app_id, action ORDER BY app_id, action"
+                        f"{top}, action, sum(count) FROM rollup_day"
+                        " GROUP BY app, action ORDER BY app, action",
+                        (METRICS_APPS, OTHER_APPS),
                     ).fetchall(),
                     conn.execute(
                         "SELECT reason, sum(count) FROM refusal GROUP BY reason ORDER BY reason"
                     ).fetchall(),
                     conn.execute(
-                        "SELECT app_id, max(last_seen) FROM device GROUP BY app_id ORDER BY app_id"
+                        f"{top}, max(last_seen) FROM device GROUP BY app ORDER BY app",
+                        (METRICS_APPS, OTHER_APPS),
                     ).fetchall(),
                 )
             finally:
@@ -807,6 +831,8 @@ EVENT_COLUMNS = frozenset(("id", *COLUMNS, "bundle"))
 SHOWN = COLUMNS[: COLUMNS.index("fingerprint")]
 # What a page of events is chosen by (its order, and the legacy download_fail rule).
 KEY_COLUMNS = ("id", "at", "action", "platform", "plugin_version")
+METRICS_APPS = 100  # apps /metrics names; the others are summed under OTHER_APPS
+OTHER_APPS = "_other"
 MERGE_APPS = 100  # event_keys merges one indexed page per app up to this many apps
 
 
