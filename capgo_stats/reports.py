@@ -56,7 +56,8 @@ DEFINITIONS = {
     "last_event": "Time since the newest event of this app, by event time (the device's"
     " clock when plausible, else arrival).",
     "refused": "Events answered with an error and not stored, by arrival day (UTC), app,"
-    " reason (the error code) and action.",
+    " reason (the error code) and action; past 1,000 rows a day, a new app and action are"
+    " tallied as (other).",
 }
 
 TIMELINE_ACTIONS = {"set": "installs", "download_complete": "downloads"}
@@ -413,6 +414,9 @@ def apps(store: Store) -> list[dict]:
 # -- refused events ---------------------------------------------------------------------------
 
 
+REFUSAL_ROWS = 1000  # rows (and reason/action sums) /stats/rejected lists; `more` counts the rest
+
+
 def rejected(store: Store, filters: Filters, with_unknown_app: bool = False) -> dict:
     """Refused events per day, app, reason and action, with totals by reason.
 
@@ -421,17 +425,17 @@ def rejected(store: Store, filters: Filters, with_unknown_app: bool = False) -> 
     app_ids = None
     if filters.app_id is not None:
         app_ids = [filters.app_id, ""] if with_unknown_app else [filters.app_id]
-    rows = store.refusals(filters, app_ids)
-    by_reason: dict[tuple, int] = {}
-    for row in rows:
-        key = (row["reason"], row["action"])
-        by_reason[key] = by_reason.get(key, 0) + row["count"]
+    found = store.refusals(filters, app_ids, REFUSAL_ROWS)
     return {
         "app_id": filters.app_id,
         **_window(filters),
-        "refused": sum(row["count"] for row in rows),
-        "by_reason_action": _ranked(by_reason, ("reason", "action")),
-        "rows": rows,
+        "refused": found["refused"],
+        "by_reason_action": found["by_reason_action"],
+        "rows": found["rows"],
+        "more": {
+            "rows": found["row_count"] - len(found["rows"]),
+            "by_reason_action": found["group_count"] - len(found["by_reason_action"]),
+        },
     }
 
 

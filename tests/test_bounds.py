@@ -6,6 +6,7 @@ import time
 import tracemalloc
 
 from capgo_stats.filters import Filters
+from capgo_stats.protocol import Refusal
 from capgo_stats.render import export
 
 BIG_METADATA = json.dumps({f"key{k:03d}": "x" * 4096 for k in range(64)})
@@ -201,3 +202,23 @@ def test_a_report_without_an_app_id_reads_a_bounded_number_of_queries_however_ma
     calls = _count_reads(monkeypatch, store)
     assert client.get("/stats/versions").status_code == 200
     assert calls[0] < 300
+
+
+def test_the_refusal_tally_keeps_1000_rows_a_day_and_tallies_new_names_past_it_as_other(
+    app, client
+):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    real = Refusal("unknown_action", "", "com.example.app", "app_custom_event")
+    store.write([], [real], now)
+    for start in range(0, 20_000, 1000):
+        names = [f"made-up-{i}" for i in range(start, start + 1000)]
+        store.write([], [Refusal("unknown_action", "", "com.example.app", a) for a in names], now)
+    store.write([], [real, real], now)
+    report = client.get("/stats/rejected?app_id=com.example.app").json
+    assert report["refused"] == 3 + 1000 - 1  # the real row, then made-up names up to 1,000 rows
+    everything = client.get("/stats/rejected").json
+    assert len(everything["rows"]) == 1000 and everything["more"]["rows"] == 1
+    assert everything["refused"] == 20_003
+    counts = {(r["app_id"], r["action"]): r["count"] for r in everything["rows"]}
+    assert counts[("com.example.app", "app_custom_event")] == 3
+    assert counts[("(other)", "(other)")] == 20_000 - 999

@@ -150,8 +150,9 @@ class Store(abc.ABC):
         """Distinct devices per day lo..hi-1 (day numbers)."""
 
     @abc.abstractmethod
-    def refusals(self, filters: Filters, app_ids: list[str] | None) -> list[dict]:
-        """Refused-event tallies per (day, app, reason, action), newest day first."""
+    def refusals(self, filters: Filters, app_ids: list[str] | None, limit: int) -> dict:
+        """Refused-event tallies: the newest `limit` rows per (day, app, reason, action), the
+        `limit` biggest per (reason, action), how many of each, and the total."""
 
     @abc.abstractmethod
     def event_keys(self, filters: Filters, limit: int, after: tuple[int, int] | None) -> list[dict]:

@@ -215,6 +215,7 @@ class SQLiteStore(Store):
                     conn.executemany(INSERT_EVENT, rows)
                 if tally:
                     day = day_of(now_ms)
+                    tally = _capped(conn, day, tally)
                     conn.executemany(TALLY_REFUSAL, [(day, *key, n) for key, n in tally.items()])
         except sqlite3.DatabaseError as e:
             self._report_fault(str(e))
@@ -519,8 +520,9 @@ class SQLiteStore(Store):
         )
         return dict(rows)
 
-    def refusals(self, filters: Filters, app_ids: list[str] | None) -> list[dict]:
-        """Refused-event tallies per (day, app, reason, action), newest day first.
+    def refusals(self, filters: Filters, app_ids: list[str] | None, limit: int) -> dict:
+        """Refused-event tallies: the `limit` rows per (day, app, reason, action) of the newest
+        days, the `limit` biggest sums per (reason, action), how many of each, and the total.
 
         `since`/`until` are epoch ms; a day is kept when any part of it is in the range.
         """
@@ -537,11 +539,31 @@ class SQLiteStore(Store):
         if filters.until is not None:
             clauses.append("day <= ?")
             params.append(day_of(filters.until - 1))
-        return self.query(
-            f"SELECT day, app_id, reason, action, count FROM refusal WHERE {' AND '.join(clauses)}"
-            " ORDER BY day DESC, count DESC, app_id, reason, action",
+        where = " AND ".join(clauses)
+        [(refused, row_count)] = self._rows(
+            f"SELECT coalesce(sum(count), 0), count(*) FROM refusal WHERE {where}", params
+        )
+        [(group_count,)] = self._rows(
+            f"SELECT count(*) FROM (SELECT DISTINCT reason, action FROM refusal WHERE {where})",
             params,
         )
+        rows = self.query(
+            f"SELECT day, app_id, reason, action, count FROM refusal WHERE {where}"
+            " ORDER BY day DESC, count DESC, app_id, reason, action LIMIT ?",
+            [*params, limit],
+        )
+        groups = self.query(
+            f"SELECT reason, action, sum(count) AS count FROM refusal WHERE {where}"
+            " GROUP BY reason, action ORDER BY 3 DESC, 1, 2 LIMIT ?",
+            [*params, limit],
+        )
+        return {
+            "refused": refused,
+            "rows": rows,
+            "row_count": row_count,
+            "by_reason_action": groups,
+            "group_count": group_count,
+        }
 
     def event_keys(self, filters: Filters, limit: int, after: tuple[int, int] | None) -> list[dict]:
         """The keys of matching raw events, newest first (by at, then id), after a cursor.
@@ -840,6 +862,36 @@ def _chunked(values: list[str]) -> Iterator[list[str]]:
     """The values in lists of at most folding.CHUNK, for IN (...) lists of any length."""
     for start in range(0, len(values), folding.CHUNK):
         yield values[start : start + folding.CHUNK]
+
+
+# A day's refusal tally keeps this many (app, reason, action) rows; a new one beyond it is
+# tallied under (OTHER_REFUSED, reason, OTHER_REFUSED): clients choose the app and action
+# names they send, and could otherwise grow the tally, and every read of it, without bound.
+REFUSAL_ROWS_PER_DAY = 1000
+OTHER_REFUSED = "(other)"
+
+
+def _capped(
+    conn: sqlite3.Connection, day: str, tally: dict[tuple[str, str, str], int]
+) -> dict[tuple[str, str, str], int]:
+    """The tally of one write, with new rows past the day's REFUSAL_ROWS_PER_DAY folded into
+    (OTHER_REFUSED, reason, OTHER_REFUSED); rows the day already has keep counting."""
+    [(rows,)] = conn.execute("SELECT count(*) FROM refusal WHERE day = ?", (day,)).fetchall()
+    if rows + len(tally) <= REFUSAL_ROWS_PER_DAY:
+        return tally
+    capped: dict[tuple[str, str, str], int] = {}
+    for key, n in tally.items():
+        known = conn.execute(
+            "SELECT 1 FROM refusal WHERE day = ? AND app_id = ? AND reason = ? AND action = ?",
+            (day, *key),
+        ).fetchone()
+        if known is None and key[0] != OTHER_REFUSED:
+            if rows < REFUSAL_ROWS_PER_DAY:
+                rows += 1
+            else:
+                key = (OTHER_REFUSED, key[1], OTHER_REFUSED)
+        capped[key] = capped.get(key, 0) + n
+    return capped
 
 
 BATCH_BYTES = 2 * 1024 * 1024  # text of a client-sized column one export batch holds at most
