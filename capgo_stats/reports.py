@@ -300,6 +300,7 @@ def timeline(
             by_version = point["installs_by_version"]
             group = version_group(row["bundle"])
             by_version[group] = by_version.get(group, 0) + row["n"]
+    _top_versions(points)
     for row in store.failure_series(filters, interval, lo, hi, prod_only):
         if counts_as_failure(row["action"], row["plugin_version"], row["platform"]):
             points[row["bucket"] - lo]["failures"] += row["n"]
@@ -322,6 +323,32 @@ def timeline(
     }
 
 
+TIMELINE_VERSIONS = 100  # versions installs_by_version names; the rest are OTHER_VERSIONS
+OTHER_VERSIONS = "(other)"
+
+
+def _top_versions(points: list[dict]) -> None:
+    """Keep the TIMELINE_VERSIONS most installed versions of the range in installs_by_version
+    by name, and sum the others of each point under OTHER_VERSIONS."""
+    totals: dict[str, int] = {}
+    for point in points:
+        for version, n in point["installs_by_version"].items():
+            totals[version] = totals.get(version, 0) + n
+    if len(totals) <= TIMELINE_VERSIONS:
+        return
+    top = set(sorted(totals, key=lambda v: (-totals[v], v))[:TIMELINE_VERSIONS])
+    for point in points:
+        kept, other = {}, 0
+        for version, n in point["installs_by_version"].items():
+            if version in top:
+                kept[version] = n
+            else:
+                other += n
+        if other:
+            kept[OTHER_VERSIONS] = kept.get(OTHER_VERSIONS, 0) + other
+        point["installs_by_version"] = kept
+
+
 def _now() -> int:
     """The current time in epoch ms."""
     return time.time_ns() // 1_000_000
@@ -330,9 +357,13 @@ def _now() -> int:
 # -- failures ---------------------------------------------------------------------------------
 
 
-def _ranked(counts: dict[tuple, int], names: tuple[str, ...]) -> list[dict]:
-    """Grouped counts as rows, biggest first, then by their keys."""
-    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+COUNT_ROWS = 1000  # (app, action) rows /stats/counts lists, biggest first; `more` counts the rest
+FAILURE_ROWS = 100  # rows each breakdown of /stats/failures lists; `more` counts the rest
+
+
+def _ranked(counts: dict[tuple, int], names: tuple[str, ...], limit: int | None = None) -> list:
+    """Grouped counts as rows, biggest first, then by their keys (the first `limit`)."""
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
     return [{**dict(zip(names, key, strict=True)), "count": n} for key, n in ordered]
 
 
@@ -371,10 +402,19 @@ def failures(
         **_window(filters),
         "failures": total,
         "ignored_legacy_download_fail": ignored,
-        "by_action_version": _ranked(groups["action"], ("action", "version")),
-        "by_plugin_version": _ranked(groups["plugin"], ("plugin_version",)),
-        "by_os_version": _ranked(groups["os"], ("platform", "version_os")),
-        "by_platform": _ranked(groups["platform"], ("platform",)),
+        "by_action_version": _ranked(groups["action"], ("action", "version"), FAILURE_ROWS),
+        "by_plugin_version": _ranked(groups["plugin"], ("plugin_version",), FAILURE_ROWS),
+        "by_os_version": _ranked(groups["os"], ("platform", "version_os"), FAILURE_ROWS),
+        "by_platform": _ranked(groups["platform"], ("platform",), FAILURE_ROWS),
+        "more": {
+            f"by_{name}": max(len(groups[key]) - FAILURE_ROWS, 0)
+            for name, key in (
+                ("action_version", "action"),
+                ("plugin_version", "plugin"),
+                ("os_version", "os"),
+                ("platform", "platform"),
+            )
+        },
     }
 
 

@@ -58,7 +58,8 @@ def _cursor() -> str | None:
 @bp.get("/stats/counts")
 def counts() -> dict:
     """GET /stats/counts: how many events each app sent of each action."""
-    return {"counts": read_store().counts(query_filters())}
+    rows = read_store().counts(query_filters())
+    return {"counts": rows[: reports.COUNT_ROWS], "more": max(len(rows) - reports.COUNT_ROWS, 0)}
 
 
 @bp.get("/stats/versions")
