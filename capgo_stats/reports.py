@@ -127,6 +127,29 @@ def _blank_row(version: str) -> dict:
     }
 
 
+def _ranked_page(
+    rows: dict[str, dict], spans: dict[str, list[int]], limit: int | None, offset: int
+) -> list[dict]:
+    """The page of version rows with the most devices, then attempts, then newest first seen.
+
+    So a flood of made-up names (one device each) cannot push the real ones off the first
+    page. Only the page's rows get their rates and days worked out, by the caller.
+    """
+
+    def rank(r: dict) -> tuple:
+        first = spans.get(r["version"], [None])[0]
+        day = -(first // DAY_MS) if first is not None else 1
+        return (-r["devices"], -(r["installs"] + r["failures"]), day, _desc(r["version"]))
+
+    ranked = sorted(rows.values(), key=rank)
+    return ranked[offset:] if limit is None else ranked[offset : offset + limit]
+
+
+def _desc(text: str) -> list[int]:
+    """A sort key that orders strings backwards (the newest first_seen, then version, first)."""
+    return [-ord(char) for char in text] + [1]
+
+
 def versions(
     store: Store,
     filters: Filters,
@@ -168,23 +191,17 @@ def versions(
     for bundle, n in devices.items():
         row(bundle)["devices"] += n
     all_devices = sum(devices.values())
-    for version, target in rows.items():
+    apart = {name: rows.pop(name, _blank_row(name)) for name in NOT_BUNDLES}
+    page = _ranked_page(rows, spans, limit, offset)
+    for target in [*page, *apart.values()]:
         target["share"] = ratio(target["devices"], all_devices) or 0.0
         target["attempts"] = target["installs"] + target["failures"]
         target["fail_rate"] = ratio(target["failures"], target["attempts"])
-        span = spans.get(version)
+        span = spans.get(target["version"])
         if span:
             target["first_seen"], target["last_seen"] = day_iso(span[0]), day_iso(span[1])
-    apart = {name: rows.pop(name, _blank_row(name)) for name in NOT_BUNDLES}
-    ordered = sorted(
-        rows.values(), key=lambda r: (r["first_seen"] or "", r["version"]), reverse=True
-    )
-    # Pages hold the versions with the most devices, then attempts: a flood of made-up names
-    # (one device each) cannot push the real ones off the first page. Each is newest first.
-    ranked = sorted(ordered, key=lambda r: (-r["devices"], -r["attempts"]))
-    page = ranked[offset:] if limit is None else ranked[offset : offset + limit]
     page.sort(key=lambda r: (r["first_seen"] or "", r["version"]), reverse=True)
-    more = max(len(ordered) - offset - len(page), 0)
+    more = max(len(rows) - offset - len(page), 0)
     return {
         "app_id": filters.app_id or None,
         "include_dev": include_dev,
