@@ -532,7 +532,7 @@ def event_view(row: dict, include_dev: bool = False) -> dict:
 
 
 MAX_SCAN = 10_000  # raw events one page may read past while skipping legacy download_fail
-SCAN_BATCH = 1000  # event keys read at a time while skipping them
+SCAN_BATCH = MAX_SCAN  # event keys read at once while skipping them: one scan, not ten
 PAGE_BYTES = 2 * 1024 * 1024  # stored text (metadata, mostly) one page of events holds at most
 
 

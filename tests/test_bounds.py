@@ -261,3 +261,19 @@ def test_counts_list_the_1000_biggest_rows_and_count_the_rest(app, client):
     report = client.get("/stats/counts").json
     assert len(report["counts"]) == 1000 and report["more"] == 4_001
     assert report["counts"][0] == {"app_id": "com.example.app", "action": "set", "count": 50}
+
+
+def test_a_failure_page_skipping_thousands_of_legacy_events_reads_them_in_one_scan(
+    app, client, monkeypatch
+):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    legacy = [
+        _row(now, i, app_id=f"com.app{i % 150:03d}", action="download_fail", plugin_version="6.0")
+        for i in range(3_000)
+    ]
+    _write(store, [_row(now - 1, 0, action="update_fail", plugin_version="8.0.0"), *legacy], now)
+    client.get("/stats/summary")  # fold first
+    calls = _count_reads(monkeypatch, store)
+    page = client.get("/stats/events?kind=failure&limit=1").json
+    assert [event["action"] for event in page["events"]] == ["update_fail"]
+    assert calls[0] < 150

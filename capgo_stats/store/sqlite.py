@@ -6,6 +6,8 @@ the insert itself); every write is one BEGIN IMMEDIATE transaction, committed be
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import os
 import sqlite3
@@ -578,11 +580,24 @@ class SQLiteStore(Store):
         apps = self.app_ids(MERGE_APPS + 1)
         if len(apps) > MERGE_APPS:
             return self._event_keys(filters, limit, after)
-        merged = []
-        for app_id in apps:
-            merged += self._event_keys(filters.but(app_id=app_id), limit, after)
-        merged.sort(key=lambda row: (row["at"], row["id"]), reverse=True)
-        return merged[:limit]
+        page = min(limit, MERGE_PAGE)
+        merged = heapq.merge(
+            *(self._app_keys(filters.but(app_id=app_id), page, after) for app_id in apps),
+            key=lambda row: (row["at"], row["id"]),
+            reverse=True,
+        )
+        return list(itertools.islice(merged, limit))
+
+    def _app_keys(
+        self, filters: Filters, page: int, after: tuple[int, int] | None
+    ) -> Iterator[dict]:
+        """One app's event keys, newest first, read `page` at a time as the merge needs them."""
+        while True:
+            batch = self._event_keys(filters, page, after)
+            yield from batch
+            if len(batch) < page:
+                return
+            after = (batch[-1]["at"], batch[-1]["id"])
 
     def _event_keys(
         self, filters: Filters, limit: int, after: tuple[int, int] | None
@@ -856,6 +871,7 @@ KEY_COLUMNS = ("id", "at", "action", "platform", "plugin_version")
 METRICS_APPS = 100  # apps /metrics names; the others are summed under OTHER_APPS
 OTHER_APPS = "_other"
 MERGE_APPS = 100  # event_keys merges one indexed page per app up to this many apps
+MERGE_PAGE = 100  # keys read from one app at a time while merging
 
 
 def _chunked(values: list[str]) -> Iterator[list[str]]:
