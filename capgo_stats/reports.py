@@ -91,7 +91,8 @@ DEFINITIONS = {
     "last_event": "Time since the newest event of this app, by event time (the device's"
     " clock when plausible, else arrival).",
     "refused": "Events answered with an error and not stored, by arrival day (UTC), app,"
-    " reason (the error code) and action.",
+    " reason (the error code) and action; past 1,000 rows a day, a new app and action are"
+    " tallied as (other).",
 }
 
 TIMELINE_ACTIONS = {"set": "installs", "download_complete": "downloads"}
@@ -130,12 +131,14 @@ def _window(filters: Filters) -> dict:
 
 
 def with_app(store: Store, filters: Filters) -> Filters:
-    """The filters with an app: the one asked for, else the app with the newest event.
+    """The filters with an app: the one asked for, else the app with the newest event among
+    the APPS_SHOWN apps with the most events.
 
     With no app at all, app_id is "", which no event has: every figure is then zero.
     """
     if filters.app_id is not None:
         return filters
+    # Among the apps with the most events: made-up app ids cannot take the page over.
     newest = max(apps(store), key=lambda a: a["last_event_at"] or "", default=None)
     return filters.but(app_id=newest["app_id"] if newest else "")
 
@@ -162,12 +165,41 @@ def _blank_row(version: str) -> dict:
     }
 
 
+def _ranked_page(
+    rows: dict[str, dict], spans: dict[str, list[int]], limit: int | None, offset: int
+) -> list[dict]:
+    """The page of version rows with the most devices, then attempts, then newest first seen.
+
+    So a flood of made-up names (one device each) cannot push the real ones off the first
+    page. Only the page's rows get their rates and days worked out, by the caller.
+    """
+
+    def rank(r: dict) -> tuple:
+        first = spans.get(r["version"], [None])[0]
+        day = -(first // DAY_MS) if first is not None else 1
+        return (-r["devices"], -(r["installs"] + r["failures"]), day, _desc(r["version"]))
+
+    ranked = sorted(rows.values(), key=rank)
+    return ranked[offset:] if limit is None else ranked[offset : offset + limit]
+
+
+def _desc(text: str) -> list[int]:
+    """A sort key that orders strings backwards (the newest first_seen, then version, first)."""
+    return [-ord(char) for char in text] + [1]
+
+
 def versions(
-    store: Store, filters: Filters, include_dev: bool = False, failure_rows: list | None = None
+    store: Store,
+    filters: Filters,
+    include_dev: bool = False,
+    failure_rows: list | None = None,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> dict:
     """One row per bundle version: devices, share, installs, uninstalls, failures, fail rate.
 
     failure_rows: store.failure_totals() for the same filters, when the caller already has it.
+    limit/offset: the page of rows (newest first_seen first) to answer; `more` counts the rest.
     """
     filters, prod_only = with_app(store, filters), not include_dev
     rows: dict[str, dict] = {}
@@ -200,25 +232,27 @@ def versions(
         if version_group(bundle) in rows or version_group(bundle) in NOT_BUNDLES:
             row(bundle)[f"{outcome}_devices"] += n  # all history, for the versions listed
     all_devices = sum(devices.values())
-    for version, target in rows.items():
+    apart = {name: rows.pop(name, _blank_row(name)) for name in NOT_BUNDLES}
+    page = _ranked_page(rows, spans, limit, offset)
+    for target in [*page, *apart.values()]:
         target["share"] = ratio(target["devices"], all_devices) or 0.0
         target["attempts"] = target["installs"] + target["failures"]
         target["fail_rate"] = ratio(target["failures"], target["attempts"])
         outcomes = target["installed_devices"] + target["failed_devices"]
         target["device_fail_rate"] = ratio(target["failed_devices"], outcomes)
-        span = spans.get(version)
+        span = spans.get(target["version"])
         if span:
             target["first_seen"], target["last_seen"] = day_iso(span[0]), day_iso(span[1])
-    apart = {name: rows.pop(name, _blank_row(name)) for name in NOT_BUNDLES}
-    ordered = sorted(
-        rows.values(), key=lambda r: (r["first_seen"] or "", r["version"]), reverse=True
-    )
+    page.sort(key=lambda r: (r["first_seen"] or "", r["version"]), reverse=True)
+    more = max(len(rows) - offset - len(page), 0)
     return {
         "app_id": filters.app_id or None,
         "include_dev": include_dev,
         **_window(filters),
         "devices": all_devices,
-        "versions": ordered,
+        "versions": page,
+        "more": more,
+        "next_offset": offset + len(page) if more else None,
         **apart,
         "ignored_legacy_download_fail": ignored,
     }
@@ -226,6 +260,7 @@ def versions(
 
 # -- release health per version --------------------------------------------------------------
 
+HEALTH_SHOWN = 100  # version rows of /stats/health and the page's health table
 HEALTH_FIGURES = ("active_devices", "issues", "issue_devices", "issue_free_rate")
 PERCENTILES = {"p50": 0.5, "p90": 0.9}
 
@@ -277,8 +312,14 @@ def _difference(now: Any, before: Any) -> Any:
     return round(now - before, 4) if isinstance(now, float) else now - before
 
 
-def health(store: Store, filters: Filters, include_dev: bool = False) -> dict:
-    """One row per version: active and issue devices, issues, launch and install times."""
+def health(
+    store: Store, filters: Filters, include_dev: bool = False, limit: int | None = HEALTH_SHOWN
+) -> dict:
+    """One row per version: active and issue devices, issues, launch and install times.
+
+    At most `limit` versions, those with the most active devices (`more` counts the rest), so
+    a flood of made-up names neither grows the answer nor hides the versions in use.
+    """
     filters, prod_only = with_app(store, filters), not include_dev
     rows: dict[str, dict] = {}
 
@@ -309,11 +350,17 @@ def health(store: Store, filters: Filters, include_dev: bool = False) -> dict:
         was, now = _flat(before), _flat(after)
         after["previous"] = before["version"]
         after["change"] = {name: _difference(now[name], was[name]) for name in now}
+    shown, more = ordered[::-1], 0
+    if limit is not None and len(shown) > limit:
+        ranked = sorted(shown, key=lambda r: (-r["active_devices"], -first.get(r["version"], 0)))
+        kept = {r["version"] for r in ranked[:limit]}
+        shown, more = [r for r in shown if r["version"] in kept], len(shown) - limit
     return {
         "app_id": filters.app_id or None,
         "include_dev": include_dev,
         **_window(filters),
-        "versions": ordered[::-1],
+        "versions": shown,
+        "more": more,
         **apart,
     }
 
@@ -481,6 +528,7 @@ def timeline(
             by_version = point["installs_by_version"]
             group = version_group(row["bundle"])
             by_version[group] = by_version.get(group, 0) + row["n"]
+    _top_versions(points)
     for row in store.failure_series(filters, interval, lo, hi, prod_only):
         if counts_as_failure(row["action"], row["plugin_version"], row["platform"]):
             points[row["bucket"] - lo]["failures"] += row["n"]
@@ -526,6 +574,32 @@ def adoption(store: Store, filters: Filters, include_dev: bool = False, now: int
     }
 
 
+TIMELINE_VERSIONS = 100  # versions installs_by_version names; the rest are OTHER_VERSIONS
+OTHER_VERSIONS = "(other)"
+
+
+def _top_versions(points: list[dict]) -> None:
+    """Keep the TIMELINE_VERSIONS most installed versions of the range in installs_by_version
+    by name, and sum the others of each point under OTHER_VERSIONS."""
+    totals: dict[str, int] = {}
+    for point in points:
+        for version, n in point["installs_by_version"].items():
+            totals[version] = totals.get(version, 0) + n
+    if len(totals) <= TIMELINE_VERSIONS:
+        return
+    top = set(sorted(totals, key=lambda v: (-totals[v], v))[:TIMELINE_VERSIONS])
+    for point in points:
+        kept, other = {}, 0
+        for version, n in point["installs_by_version"].items():
+            if version in top:
+                kept[version] = n
+            else:
+                other += n
+        if other:
+            kept[OTHER_VERSIONS] = kept.get(OTHER_VERSIONS, 0) + other
+        point["installs_by_version"] = kept
+
+
 def _now() -> int:
     """The current time in epoch ms."""
     return time.time_ns() // 1_000_000
@@ -534,9 +608,13 @@ def _now() -> int:
 # -- failures ---------------------------------------------------------------------------------
 
 
-def _ranked(counts: dict[tuple, int], names: tuple[str, ...]) -> list[dict]:
-    """Grouped counts as rows, biggest first, then by their keys."""
-    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+COUNT_ROWS = 1000  # (app, action) rows /stats/counts lists, biggest first; `more` counts the rest
+FAILURE_ROWS = 100  # rows each breakdown of /stats/failures lists; `more` counts the rest
+
+
+def _ranked(counts: dict[tuple, int], names: tuple[str, ...], limit: int | None = None) -> list:
+    """Grouped counts as rows, biggest first, then by their keys (the first `limit`)."""
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
     return [{**dict(zip(names, key, strict=True)), "count": n} for key, n in ordered]
 
 
@@ -575,10 +653,19 @@ def failures(
         **_window(filters),
         "failures": total,
         "ignored_legacy_download_fail": ignored,
-        "by_action_version": _ranked(groups["action"], ("action", "version")),
-        "by_plugin_version": _ranked(groups["plugin"], ("plugin_version",)),
-        "by_os_version": _ranked(groups["os"], ("platform", "version_os")),
-        "by_platform": _ranked(groups["platform"], ("platform",)),
+        "by_action_version": _ranked(groups["action"], ("action", "version"), FAILURE_ROWS),
+        "by_plugin_version": _ranked(groups["plugin"], ("plugin_version",), FAILURE_ROWS),
+        "by_os_version": _ranked(groups["os"], ("platform", "version_os"), FAILURE_ROWS),
+        "by_platform": _ranked(groups["platform"], ("platform",), FAILURE_ROWS),
+        "more": {
+            f"by_{name}": max(len(groups[key]) - FAILURE_ROWS, 0)
+            for name, key in (
+                ("action_version", "action"),
+                ("plugin_version", "plugin"),
+                ("os_version", "os"),
+                ("platform", "platform"),
+            )
+        },
     }
 
 
@@ -604,15 +691,21 @@ def summary(store: Store, filters: Filters, include_dev: bool = False, now: int 
     }
 
 
+APPS_SHOWN = 100  # apps in the picker, and that an app_id left out is chosen from
+
+
 def apps(store: Store) -> list[dict]:
-    """Every app with events, with its newest event time, by app_id."""
+    """The APPS_SHOWN apps with the most events, with their newest event time, by app_id."""
     return [
         {"app_id": app_id, "last_event_at": iso(store.newest_event(app_id))}
-        for app_id in store.app_ids()
+        for app_id in sorted(store.top_apps(APPS_SHOWN))
     ]
 
 
 # -- refused events ---------------------------------------------------------------------------
+
+
+REFUSAL_ROWS = 1000  # rows (and reason/action sums) /stats/rejected lists; `more` counts the rest
 
 
 def rejected(store: Store, filters: Filters, with_unknown_app: bool = False) -> dict:
@@ -623,17 +716,17 @@ def rejected(store: Store, filters: Filters, with_unknown_app: bool = False) -> 
     app_ids = None
     if filters.app_id is not None:
         app_ids = [filters.app_id, ""] if with_unknown_app else [filters.app_id]
-    rows = store.refusals(filters, app_ids)
-    by_reason: dict[tuple, int] = {}
-    for row in rows:
-        key = (row["reason"], row["action"])
-        by_reason[key] = by_reason.get(key, 0) + row["count"]
+    found = store.refusals(filters, app_ids, REFUSAL_ROWS)
     return {
         "app_id": filters.app_id,
         **_window(filters),
-        "refused": sum(row["count"] for row in rows),
-        "by_reason_action": _ranked(by_reason, ("reason", "action")),
-        "rows": rows,
+        "refused": found["refused"],
+        "by_reason_action": found["by_reason_action"],
+        "rows": found["rows"],
+        "more": {
+            "rows": found["row_count"] - len(found["rows"]),
+            "by_reason_action": found["group_count"] - len(found["by_reason_action"]),
+        },
     }
 
 
@@ -673,6 +766,8 @@ def event_view(row: dict, include_dev: bool = False) -> dict:
 
 
 MAX_SCAN = 10_000  # raw events one page may read past while skipping legacy download_fail
+SCAN_BATCH = MAX_SCAN  # event keys read at once while skipping them: one scan, not ten
+PAGE_BYTES = 2 * 1024 * 1024  # stored text (metadata, mostly) one page of events holds at most
 
 
 def _counted(row: dict, kind: str | None) -> bool:
@@ -697,22 +792,26 @@ def event_list(
     """Raw events matching filters, newest first, one page, with the cursor of the next page.
 
     kind=failure (and attempt) leave out legacy download_fail, so a figure's link lists exactly
-    what it counts; a page skipping many of them may hold fewer than `limit` events.
+    what it counts; a page skipping many of them may hold fewer than `limit` events, and so
+    does a page cut at PAGE_BYTES of stored text (big metadata).
     """
     position, kind = decode_cursor(cursor), filters.kind
-    rows: list[dict] = []
+    keys: list[dict] = []
     scanned, exhausted = 0, False
-    while len(rows) <= limit and scanned < MAX_SCAN and not exhausted:
-        batch = store.events_page(filters, limit + 1, position)
-        exhausted = len(batch) <= limit
-        for row in batch:
-            position, scanned = (row["at"], row["id"]), scanned + 1
-            if _counted(row, kind):
-                rows.append(row)
-                if len(rows) > limit:
+    size = limit + 1 if kind not in ("failure", "attempt") else max(limit + 1, SCAN_BATCH)
+    while len(keys) <= limit and scanned < MAX_SCAN and not exhausted:
+        batch = store.event_keys(filters, size, position)
+        exhausted = len(batch) < size
+        for key in batch:
+            position, scanned = (key["at"], key["id"]), scanned + 1
+            if _counted(key, kind):
+                keys.append(key)
+                if len(keys) > limit:
                     break
-    if len(rows) > limit:
-        rows, after = rows[:limit], (rows[limit - 1]["at"], rows[limit - 1]["id"])
+    more, keys = len(keys) > limit, keys[:limit]
+    rows = store.events_by_id([key["id"] for key in keys], PAGE_BYTES)
+    if more or len(rows) < len(keys):
+        after = (rows[-1]["at"], rows[-1]["id"]) if rows else position
     else:
         after = None if exhausted else position
     return {
@@ -768,13 +867,19 @@ def device_list(
 
 # -- the dashboard ----------------------------------------------------------------------------
 
+VERSIONS_SHOWN = 100  # version rows on the page; "N more" links to /stats/versions for the rest
+
 
 def dashboard(store: Store, filters: Filters, include_dev: bool = False, now: int = 0) -> dict:
     """Everything the page shows for one app, from the same functions as the JSON API."""
     now = now or _now()
     app_list, filters = apps(store), with_app(store, filters)
+    newest = store.newest_event(filters.app_id) if filters.app_id else None
+    if newest is not None and all(app["app_id"] != filters.app_id for app in app_list):
+        app_list.append({"app_id": filters.app_id, "last_event_at": iso(newest)})
     report: dict[str, Any] = {
         "apps": app_list,
+        "apps_more": max(store.app_count() - len(app_list), 0),
         "app_id": filters.app_id or None,
         "include_dev": include_dev,
         "filters": filters,
@@ -784,7 +889,7 @@ def dashboard(store: Store, filters: Filters, include_dev: bool = False, now: in
         return report
     failure_rows = store.failure_totals(filters, not include_dev)  # read once, used twice
     report["summary"] = summary(store, filters, include_dev, now)
-    report["versions"] = versions(store, filters, include_dev, failure_rows)
+    report["versions"] = versions(store, filters, include_dev, failure_rows, VERSIONS_SHOWN)
     report["health"] = health(store, filters, include_dev)
     report["timeline"] = timeline(store, filters, "day", include_dev, now)
     report["adoption"] = adoption(store, filters, include_dev, now)

@@ -51,7 +51,7 @@ def test_counts_rows_have_app_id_action_and_count(client, seeded):
 
 
 def test_counts_on_an_empty_database_are_an_empty_list(client):
-    assert client.get("/stats/counts").json == {"counts": []}
+    assert client.get("/stats/counts").json == {"counts": [], "more": 0}
 
 
 def test_counts_filter_by_app_id(client, seeded):

@@ -133,8 +133,16 @@ class Store(abc.ABC):
         """The event time of the app's newest event, or None."""
 
     @abc.abstractmethod
-    def app_ids(self) -> list[str]:
-        """Every app with at least one stored event."""
+    def app_ids(self, limit: int | None = None) -> list[str]:
+        """The apps with at least one stored event, by app_id (the first `limit` of them)."""
+
+    @abc.abstractmethod
+    def top_apps(self, limit: int) -> list[str]:
+        """The `limit` apps with the most events, most first."""
+
+    @abc.abstractmethod
+    def app_count(self) -> int:
+        """How many apps have events."""
 
     @abc.abstractmethod
     def series(
@@ -165,14 +173,18 @@ class Store(abc.ABC):
         """(day, bundle, devices) per day lo..hi-1, by the bundle a device last ran that day."""
 
     @abc.abstractmethod
-    def refusals(self, filters: Filters, app_ids: list[str] | None) -> list[dict]:
-        """Refused-event tallies per (day, app, reason, action), newest day first."""
+    def refusals(self, filters: Filters, app_ids: list[str] | None, limit: int) -> dict:
+        """Refused-event tallies: the newest `limit` rows per (day, app, reason, action), the
+        `limit` biggest per (reason, action), how many of each, and the total."""
 
     @abc.abstractmethod
-    def events_page(
-        self, filters: Filters, limit: int, after: tuple[int, int] | None
-    ) -> list[dict]:
-        """Raw events matching `filters`, newest first (by at, then id), after a cursor."""
+    def event_keys(self, filters: Filters, limit: int, after: tuple[int, int] | None) -> list[dict]:
+        """The keys (id, at, action, platform, plugin_version) of matching raw events, newest
+        first (by at, then id), after a cursor."""
+
+    @abc.abstractmethod
+    def events_by_id(self, ids: list[int], max_bytes: int) -> list[dict]:
+        """The raw events of these ids in their order, stopping once max_bytes of text is read."""
 
     @abc.abstractmethod
     def device_states(self, filters: Filters) -> list[dict]:

@@ -6,6 +6,8 @@ the insert itself); every write is one BEGIN IMMEDIATE transaction, committed be
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import os
 import sqlite3
@@ -222,6 +224,7 @@ class SQLiteStore(Store):
                     conn.executemany(INSERT_EVENT, rows)
                 if tally:
                     day = day_of(now_ms)
+                    tally = _capped(conn, day, tally)
                     conn.executemany(TALLY_REFUSAL, [(day, *key, n) for key, n in tally.items()])
         except sqlite3.DatabaseError as e:
             self._report_fault(str(e))
@@ -510,10 +513,11 @@ class SQLiteStore(Store):
             newest = None if hour is None else hour * HOUR_MS
         return newest
 
-    def app_ids(self) -> list[str]:
-        """Every app with at least one stored event, hopping along the device index."""
+    def app_ids(self, limit: int | None = None) -> list[str]:
+        """The apps with at least one stored event (the first `limit`), hopping along the
+        device index."""
         apps: list[str] = []
-        while True:
+        while limit is None or len(apps) < limit:
             after = apps[-1] if apps else ""
             row = self._rows(
                 "SELECT app_id FROM device WHERE app_id > ? ORDER BY app_id LIMIT 1", (after,)
@@ -521,6 +525,22 @@ class SQLiteStore(Store):
             if not row:
                 return apps
             apps.append(row[0][0])
+        return apps
+
+    def top_apps(self, limit: int) -> list[str]:
+        """The `limit` apps with the most events (rollup_day), most first, then by app_id: a
+        bounded answer however many apps send."""
+        top = self._rows(
+            "SELECT app_id FROM rollup_day GROUP BY app_id ORDER BY sum(count) DESC, app_id"
+            " LIMIT ?",
+            (limit,),
+        )
+        return [app_id for (app_id,) in top]
+
+    def app_count(self) -> int:
+        """How many apps have events (in rollup_day)."""
+        [(count,)] = self._rows("SELECT count(*) FROM (SELECT DISTINCT app_id FROM rollup_day)")
+        return count
 
     def series(
         self, filters: Filters, interval: str, lo: int, hi: int, prod_only: bool, actions: list[str]
@@ -567,8 +587,9 @@ class SQLiteStore(Store):
             [*params, lo, hi],
         )
 
-    def refusals(self, filters: Filters, app_ids: list[str] | None) -> list[dict]:
-        """Refused-event tallies per (day, app, reason, action), newest day first.
+    def refusals(self, filters: Filters, app_ids: list[str] | None, limit: int) -> dict:
+        """Refused-event tallies: the `limit` rows per (day, app, reason, action) of the newest
+        days, the `limit` biggest sums per (reason, action), how many of each, and the total.
 
         `since`/`until` are epoch ms; a day is kept when any part of it is in the range.
         """
@@ -585,42 +606,101 @@ class SQLiteStore(Store):
         if filters.until is not None:
             clauses.append("day <= ?")
             params.append(day_of(filters.until - 1))
-        return self.query(
-            f"SELECT day, app_id, reason, action, count FROM refusal WHERE {' AND '.join(clauses)}"
-            " ORDER BY day DESC, count DESC, app_id, reason, action",
+        where = " AND ".join(clauses)
+        [(refused, row_count)] = self._rows(
+            f"SELECT coalesce(sum(count), 0), count(*) FROM refusal WHERE {where}", params
+        )
+        [(group_count,)] = self._rows(
+            f"SELECT count(*) FROM (SELECT DISTINCT reason, action FROM refusal WHERE {where})",
             params,
         )
+        rows = self.query(
+            f"SELECT day, app_id, reason, action, count FROM refusal WHERE {where}"
+            " ORDER BY day DESC, count DESC, app_id, reason, action LIMIT ?",
+            [*params, limit],
+        )
+        groups = self.query(
+            f"SELECT reason, action, sum(count) AS count FROM refusal WHERE {where}"
+            " GROUP BY reason, action ORDER BY 3 DESC, 1, 2 LIMIT ?",
+            [*params, limit],
+        )
+        return {
+            "refused": refused,
+            "rows": rows,
+            "row_count": row_count,
+            "by_reason_action": groups,
+            "group_count": group_count,
+        }
 
-    def events_page(
-        self, filters: Filters, limit: int, after: tuple[int, int] | None
-    ) -> list[dict]:
-        """Raw events matching `filters`, newest first (by at, then id), after a cursor.
+    def event_keys(self, filters: Filters, limit: int, after: tuple[int, int] | None) -> list[dict]:
+        """The keys of matching raw events, newest first (by at, then id), after a cursor.
 
         Without an app, device or custom id to follow an index, each app is read on its own
-        index and the pages are merged, so the list never sorts the whole table.
+        index and the pages are merged, so the list never sorts the whole table; beyond
+        MERGE_APPS apps, one scan with SQLite keeping the newest `limit` is cheaper than a
+        query per app. Keys only: the rows, metadata and all, come from events_by_id.
         """
         if any(getattr(filters, k) is not None for k in ("app_id", "device_id", "custom_id")):
-            return self._events_page(filters, limit, after)
-        merged = []
-        for app_id in self.app_ids():
-            merged += self._events_page(filters.but(app_id=app_id), limit, after)
-        merged.sort(key=lambda row: (row["at"], row["id"]), reverse=True)
-        return merged[:limit]
+            return self._event_keys(filters, limit, after)
+        apps = self.app_ids(MERGE_APPS + 1)
+        if len(apps) > MERGE_APPS:
+            return self._event_keys(filters, limit, after)
+        page = min(limit, MERGE_PAGE)
+        merged = heapq.merge(
+            *(self._app_keys(filters.but(app_id=app_id), page, after) for app_id in apps),
+            key=lambda row: (row["at"], row["id"]),
+            reverse=True,
+        )
+        return list(itertools.islice(merged, limit))
 
-    def _events_page(
+    def _app_keys(
+        self, filters: Filters, page: int, after: tuple[int, int] | None
+    ) -> Iterator[dict]:
+        """One app's event keys, newest first, read `page` at a time as the merge needs them."""
+        while True:
+            batch = self._event_keys(filters, page, after)
+            yield from batch
+            if len(batch) < page:
+                return
+            after = (batch[-1]["at"], batch[-1]["id"])
+
+    def _event_keys(
         self, filters: Filters, limit: int, after: tuple[int, int] | None
     ) -> list[dict]:
-        """One indexed page of raw events (see events_page)."""
+        """One page of raw event keys (see event_keys)."""
         where, params = event_where(filters)
         if after is not None:
             # at <= ? lets the (…, at) index bound the scan; the OR breaks ties by id.
             where += " AND at <= ? AND (at < ? OR id < ?)"
             params += [after[0], after[0], after[1]]
         return self.query(
-            f"SELECT id, {', '.join(SHOWN)}, bundle FROM event WHERE {where}"
+            f"SELECT {', '.join(KEY_COLUMNS)} FROM event WHERE {where}"
             " ORDER BY at DESC, id DESC LIMIT ?",
             [*params, limit],
         )
+
+    def events_by_id(self, ids: list[int], max_bytes: int) -> list[dict]:
+        """The raw events of these ids, in the order given, one row read at a time, stopping
+        after the row that takes the text read past max_bytes (so at least one row)."""
+        select = f"SELECT id, {', '.join(SHOWN)}, bundle FROM event WHERE id = ?"
+        found: list[dict] = []
+        read = 0
+        with self.connection() as conn:
+            conn.execute("BEGIN")  # one snapshot for the whole page
+            try:
+                for event_id in ids:
+                    row = self._wait_for_lock(
+                        lambda i=event_id: conn.execute(select, (i,)).fetchone()
+                    )
+                    if row is None:  # deleted since its key was read (prune, forget-device)
+                        continue
+                    found.append(dict(row))
+                    read += sum(len(value) for value in row if isinstance(value, str))
+                    if read > max_bytes:
+                        break
+            finally:
+                conn.execute("COMMIT")
+        return found
 
     def device_states(self, filters: Filters) -> list[dict]:
         """The device table's rows (latest state per app) for a device_id or a custom_id."""
@@ -765,16 +845,19 @@ class SQLiteStore(Store):
     def iter_events(
         self, filters: Filters, columns: Sequence[str], batch_size: int = 1000
     ) -> Iterator[list[tuple]]:
-        """Yield the matching events by app, then oldest first, batch_size rows at a time.
+        """Yield the matching events by app, then oldest first, batch_size rows at a time, or
+        fewer once their text passes BATCH_BYTES (big metadata).
 
         Each app's events are read in the order of the (app_id, at) index, so nothing is sorted
-        and memory stays flat. One read transaction: a snapshot, held (with its connection)
-        until the last batch is taken or the generator is closed.
+        and memory stays flat, whatever the rows hold. One read transaction: a snapshot, held
+        (with its connection) until the last batch is taken or the generator is closed.
         """
         unknown = set(columns) - EVENT_COLUMNS
         if unknown:
             raise ValueError(f"not event columns: {sorted(unknown)}")
         select = f"SELECT {', '.join(columns)} FROM event WHERE "
+        # The columns whose size a client decides (the rest are short, capped at ingest).
+        text = [i for i, name in enumerate(columns) if name in ("metadata",)]
         with self.connection() as conn:
             conn.execute("BEGIN")
             # The first read takes the snapshot (and may have to wait); later ones never wait.
@@ -791,8 +874,7 @@ class SQLiteStore(Store):
                     filters.until,
                 )
                 cursor.execute(select + where + " ORDER BY at, id", params)
-                while batch := cursor.fetchmany(batch_size):
-                    yield batch
+                yield from _batches(cursor, batch_size, text)
             conn.execute("COMMIT")
 
     def metrics(self) -> dict[str, Any]:
@@ -801,16 +883,25 @@ class SQLiteStore(Store):
         def read(conn: sqlite3.Connection) -> tuple[list, list, list]:
             conn.execute("BEGIN")  # one snapshot for the three reads
             try:
+                # The top apps by events by name, the others as one: label values stay
+                # bounded however many app ids clients make up.
+                top = (
+                    "WITH top AS (SELECT app_id FROM rollup_day GROUP BY app_id"
+                    " ORDER BY sum(count) DESC, app_id LIMIT ?)"
+                    " SELECT CASE WHEN app_id IN top THEN app_id ELSE ? END AS app"
+                )
                 return (
                     conn.execute(
-                        "SELECT app_id, action, sum(count) FROM rollup_day"
-                        " GROUP BY app_id, action ORDER BY app_id, action"
+                        f"{top}, action, sum(count) FROM rollup_day"
+                        " GROUP BY app, action ORDER BY app, action",
+                        (METRICS_APPS, OTHER_APPS),
                     ).fetchall(),
                     conn.execute(
                         "SELECT reason, sum(count) FROM refusal GROUP BY reason ORDER BY reason"
                     ).fetchall(),
                     conn.execute(
-                        "SELECT app_id, max(last_seen) FROM device GROUP BY app_id ORDER BY app_id"
+                        f"{top}, max(last_seen) FROM device GROUP BY app ORDER BY app",
+                        (METRICS_APPS, OTHER_APPS),
                     ).fetchall(),
                 )
             finally:
@@ -862,6 +953,12 @@ class SQLiteStore(Store):
 # (the fingerprint is only the dedupe key).
 EVENT_COLUMNS = frozenset(("id", *COLUMNS, "bundle"))
 SHOWN = COLUMNS[: COLUMNS.index("fingerprint")]
+# What a page of events is chosen by (its order, and the legacy download_fail rule).
+KEY_COLUMNS = ("id", "at", "action", "platform", "plugin_version")
+METRICS_APPS = 100  # apps /metrics names; the others are summed under OTHER_APPS
+OTHER_APPS = "_other"
+MERGE_APPS = 100  # event_keys merges one indexed page per app up to this many apps
+MERGE_PAGE = 100  # keys read from one app at a time while merging
 
 
 HISTOGRAMS = (("launch", "launch_day", "count"), ("install", "install_day", "devices"))
@@ -883,6 +980,53 @@ def _chunked(values: list[str]) -> Iterator[list[str]]:
     """The values in lists of at most folding.CHUNK, for IN (...) lists of any length."""
     for start in range(0, len(values), folding.CHUNK):
         yield values[start : start + folding.CHUNK]
+
+
+# A day's refusal tally keeps this many (app, reason, action) rows; a new one beyond it is
+# tallied under (OTHER_REFUSED, reason, OTHER_REFUSED): clients choose the app and action
+# names they send, and could otherwise grow the tally, and every read of it, without bound.
+REFUSAL_ROWS_PER_DAY = 1000
+OTHER_REFUSED = "(other)"
+
+
+def _capped(
+    conn: sqlite3.Connection, day: str, tally: dict[tuple[str, str, str], int]
+) -> dict[tuple[str, str, str], int]:
+    """The tally of one write, with new rows past the day's REFUSAL_ROWS_PER_DAY folded into
+    (OTHER_REFUSED, reason, OTHER_REFUSED); rows the day already has keep counting."""
+    [(rows,)] = conn.execute("SELECT count(*) FROM refusal WHERE day = ?", (day,)).fetchall()
+    if rows + len(tally) <= REFUSAL_ROWS_PER_DAY:
+        return tally
+    capped: dict[tuple[str, str, str], int] = {}
+    for key, n in tally.items():
+        known = conn.execute(
+            "SELECT 1 FROM refusal WHERE day = ? AND app_id = ? AND reason = ? AND action = ?",
+            (day, *key),
+        ).fetchone()
+        if known is None and key[0] != OTHER_REFUSED:
+            if rows < REFUSAL_ROWS_PER_DAY:
+                rows += 1
+            else:
+                key = (OTHER_REFUSED, key[1], OTHER_REFUSED)
+        capped[key] = capped.get(key, 0) + n
+    return capped
+
+
+BATCH_BYTES = 2 * 1024 * 1024  # text of a client-sized column one export batch holds at most
+
+
+def _batches(cursor: sqlite3.Cursor, size: int, text: list[int]) -> Iterator[list[tuple]]:
+    """A cursor's rows in lists of `size`, or fewer once the `text` columns pass BATCH_BYTES."""
+    batch: list[tuple] = []
+    read = 0
+    for row in cursor:
+        batch.append(row)
+        read += sum(len(row[i] or "") for i in text)
+        if len(batch) >= size or read > BATCH_BYTES:
+            yield batch
+            batch, read = [], 0
+    if batch:
+        yield batch
 
 
 def _app_ids(conn: sqlite3.Connection) -> list[str]:

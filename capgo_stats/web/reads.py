@@ -38,6 +38,16 @@ def _limit() -> int:
     return int(value)
 
 
+def _offset() -> int:
+    """The rows to skip: 0 when absent, else ASCII digits (at most 9 of them)."""
+    value = request.args.get("offset", "0")
+    if not LIMIT.fullmatch(value):
+        raise invalid_filter(
+            "offset", f'"offset" must be a whole number from 0, not {value[:40]!r}.'
+        )
+    return int(value)
+
+
 def _cursor() -> str | None:
     """The event cursor of the query, checked: a 400 when it is not one of ours."""
     cursor = request.args.get("cursor") or None
@@ -48,14 +58,17 @@ def _cursor() -> str | None:
 @bp.get("/stats/counts")
 def counts() -> dict:
     """GET /stats/counts: how many events each app sent of each action."""
-    return {"counts": read_store().counts(query_filters())}
+    rows = read_store().counts(query_filters())
+    return {"counts": rows[: reports.COUNT_ROWS], "more": max(len(rows) - reports.COUNT_ROWS, 0)}
 
 
 @bp.get("/stats/versions")
 def versions() -> dict:
     """GET /stats/versions: one row per bundle version of an app."""
     report_filters = query_filters(allow_action=False)
-    return reports.versions(read_store(), report_filters, query_flag("include_dev"))
+    return reports.versions(
+        read_store(), report_filters, query_flag("include_dev"), None, _limit(), _offset()
+    )
 
 
 @bp.get("/stats/health")

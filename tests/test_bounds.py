@@ -1,0 +1,282 @@
+"""Bounded reads: whatever clients send (many distinct names, big metadata), every read answers
+in bounded time, size and memory, and the real values stay in sight."""
+
+import json
+import time
+import tracemalloc
+
+from capgo_stats.filters import Filters
+from capgo_stats.protocol import Refusal
+from capgo_stats.render import export
+
+BIG_METADATA = json.dumps({f"key{k:03d}": "x" * 4096 for k in range(64)})
+
+
+def _row(now, i, app_id="com.example.app", action="set", version="1.2.3", **extra):
+    """One stored event row, in protocol.COLUMNS order, written straight to the store."""
+    row = {
+        "at": now + i,
+        "received_at": now,
+        "device_ts": now + i,
+        "app_id": app_id,
+        "device_id": f"dev-{i}",
+        "action": action,
+        "platform": "android",
+        "version_name": version,
+        "old_version_name": None,
+        "custom_id": None,
+        "version_build": None,
+        "version_code": None,
+        "version_os": None,
+        "plugin_version": None,
+        "is_emulator": 0,
+        "is_prod": 1,
+        "default_channel": None,
+        "key_id": None,
+        "install_source": None,
+        "metadata": None,
+        "fingerprint": None,
+    }
+    row.update(extra)
+    return tuple(row.values())
+
+
+def _write(store, rows, now):
+    """Write rows in batches, as ingest would, folding nothing."""
+    for start in range(0, len(rows), 5000):
+        store.write(rows[start : start + 5000], [], now)
+
+
+def _peak(work):
+    """The peak Python memory, in bytes, that work() takes, and what it returned."""
+    tracemalloc.start()
+    try:
+        result = work()
+        return tracemalloc.get_traced_memory()[1], result
+    finally:
+        tracemalloc.stop()
+
+
+# -- memory by bytes, not rows ----------------------------------------------------------------
+
+
+def _big_events(store, n, now):
+    """n events that each carry 64 x 4 KB of metadata."""
+    _write(store, [_row(now, i, metadata=BIG_METADATA) for i in range(n)], now)
+
+
+def test_export_memory_of_events_with_big_metadata_stays_flat_however_many_events(app):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    export_size = lambda: sum(len(c) for c in export.chunks(store, Filters(), "csv"))  # noqa: E731
+    _big_events(store, 20, now)
+    small_peak, small_size = _peak(export_size)
+    _big_events(store, 60, now + 1000)
+    big_peak, big_size = _peak(export_size)
+    assert big_size > 3 * small_size
+    assert big_peak < 1.5 * small_peak
+    assert big_peak < 40 * 1024 * 1024
+
+
+def test_a_page_of_events_with_big_metadata_is_cut_by_bytes_and_pages_on(app, client):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _big_events(store, 120, now)
+    peak, page = _peak(lambda: client.get("/stats/events?limit=1000").json)
+    assert 0 < len(page["events"]) < 120
+    assert page["next"] is not None
+    assert peak < 60 * 1024 * 1024
+    seen = [event["id"] for event in page["events"]]
+    while page["next"]:
+        page = client.get(f"/stats/events?limit=1000&cursor={page['next']}").json
+        seen += [event["id"] for event in page["events"]]
+    assert sorted(seen, reverse=True) == seen and len(set(seen)) == 120
+
+
+def _count_reads(monkeypatch, store):
+    """Count the store's read queries from now on; returns the counter (a one-item list)."""
+    calls = [0]
+    for name in ("query", "_rows"):
+        original = getattr(store, name)
+
+        def counted(*args, original=original, **kwargs):
+            calls[0] += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(store, name, counted)
+    return calls
+
+
+def test_a_failure_page_over_many_apps_of_legacy_download_fail_reads_a_bounded_number_of_queries(
+    app, client, monkeypatch
+):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    legacy = [
+        _row(now, i, app_id=f"com.app{i:04d}", action="download_fail", plugin_version="6.0.0")
+        for i in range(150)
+    ]
+    _write(store, [*legacy, _row(now, 150, action="update_fail", plugin_version="8.0.0")], now)
+    client.get("/stats/summary")  # fold first
+    calls = _count_reads(monkeypatch, store)
+    page = client.get("/stats/events?kind=failure&limit=1").json
+    assert [event["action"] for event in page["events"]] == ["update_fail"]
+    assert page["next"] is None
+    assert calls[0] < 400
+
+
+# -- many distinct values ---------------------------------------------------------------------
+
+
+def _real_version(store, now):
+    """Version 1.0.0, installed on 50 devices of its own, before the flood."""
+    real = [_row(now - 10_000, i, version="1.0.0", device_id=f"real-{i}") for i in range(50)]
+    _write(store, real, now)
+
+
+def _flood_versions(store, n, now, app_id="com.example.app"):
+    """n installs, each of its own version (flood-0 ... flood-n), on n devices."""
+    _write(store, [_row(now, i, app_id=app_id, version=f"flood-{i}") for i in range(n)], now)
+
+
+def test_versions_answer_a_page_of_100_and_count_the_rest_however_many_versions(app, client):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _real_version(store, now)
+    _flood_versions(store, 5_000, now)
+    report = client.get("/stats/versions?app_id=com.example.app").json
+    assert len(report["versions"]) == 100
+    assert report["more"] == 4_901 and report["next_offset"] == 100
+    assert report["versions"][-1]["version"] == "1.0.0"  # most devices, oldest: listed last
+    assert report["versions"][-1]["devices"] == 50
+    last = client.get("/stats/versions?app_id=com.example.app&offset=4995&limit=10").json
+    assert len(last["versions"]) == 6
+    assert last["more"] == 0 and last["next_offset"] is None
+
+
+def test_the_dashboard_shows_100_versions_and_links_to_the_rest(app, client):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _real_version(store, now)
+    _flood_versions(store, 5_000, now)
+    page = client.get("/?app_id=com.example.app").get_data(as_text=True)
+    for name in ("versions", "health"):  # each table: 100 rows, the version in use among them
+        table = page.split(f'data-table="{name}"', 1)[1].split("</table>", 1)[0]
+        assert table.count('<tr data-version="flood-') == 99, name
+        assert '<tr data-version="1.0.0">' in table, name
+    assert '<tr data-version="1.0.0">' in page
+    assert "4901 more</a>" in page
+    assert "/stats/versions?app_id=com.example.app&amp;offset=100" in page
+    assert len(page) < 1_000_000
+
+
+def _flood_apps(store, n, now):
+    """One event from each of n made-up apps, and 50 from the real one, com.example.app."""
+    real = [_row(now - 10_000, i, device_id=f"real-{i}") for i in range(50)]
+    _write(store, [*real, *(_row(now, i, app_id=f"flood.{i:05d}") for i in range(n))], now)
+
+
+def test_metrics_name_the_100_apps_with_the_most_events_and_sum_the_rest_as_other(app, client):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _flood_apps(store, 5_000, now)
+    text = client.get("/metrics").get_data(as_text=True)
+    events = [line for line in text.splitlines() if line.startswith("capgo_stats_events_total{")]
+    assert len(events) == 101
+    assert 'capgo_stats_events_total{app_id="com.example.app",action="set"} 50' in events
+    assert 'capgo_stats_events_total{app_id="_other",action="set"} 4901' in events
+    last = [line for line in text.splitlines() if line.startswith("capgo_stats_last_event_")]
+    assert len(last) == 101 and any('app_id="_other"' in line for line in last)
+    assert len(text) < 50_000
+
+
+def test_the_app_picker_lists_100_apps_and_any_other_opens_by_its_app_id(app, client):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _flood_apps(store, 5_000, now)
+    page = client.get("/").get_data(as_text=True)
+    assert page.count(' data-app="') == 100
+    assert ' data-app="com.example.app"' in page  # the most events: never crowded out
+    assert "4901 more apps" in page and 'name="app_id" required' in page
+    other = client.get("/?app_id=flood.04321").get_data(as_text=True)
+    assert ' aria-current="page" data-app="flood.04321"' in other
+    assert len(page) < 1_000_000
+
+
+def test_a_report_without_an_app_id_reads_a_bounded_number_of_queries_however_many_apps(
+    app, client, monkeypatch
+):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _flood_apps(store, 5_000, now)
+    client.get("/stats/summary")  # fold first
+    calls = _count_reads(monkeypatch, store)
+    assert client.get("/stats/versions").status_code == 200
+    assert calls[0] < 300
+
+
+def test_the_refusal_tally_keeps_1000_rows_a_day_and_tallies_new_names_past_it_as_other(
+    app, client
+):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    real = Refusal("unknown_action", "", "com.example.app", "app_custom_event")
+    store.write([], [real], now)
+    for start in range(0, 20_000, 1000):
+        names = [f"made-up-{i}" for i in range(start, start + 1000)]
+        store.write([], [Refusal("unknown_action", "", "com.example.app", a) for a in names], now)
+    store.write([], [real, real], now)
+    report = client.get("/stats/rejected?app_id=com.example.app").json
+    assert report["refused"] == 3 + 1000 - 1  # the real row, then made-up names up to 1,000 rows
+    everything = client.get("/stats/rejected").json
+    assert len(everything["rows"]) == 1000 and everything["more"]["rows"] == 1
+    assert everything["refused"] == 20_003
+    counts = {(r["app_id"], r["action"]): r["count"] for r in everything["rows"]}
+    assert counts[("com.example.app", "app_custom_event")] == 3
+    assert counts[("(other)", "(other)")] == 20_000 - 999
+
+
+def test_failures_list_100_rows_a_breakdown_and_count_the_rest(app, client):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    real = [
+        _row(now - 10_000, i, action="update_fail", plugin_version="8.0.0", device_id=f"r{i}")
+        for i in range(50)
+    ]
+    flood = [
+        _row(now, i, action="update_fail", version=f"flood-{i}", plugin_version=f"9.{i}.0")
+        for i in range(5_000)
+    ]
+    _write(store, [*real, *flood], now)
+    report = client.get("/stats/failures?app_id=com.example.app").json
+    assert report["failures"] == 5_050
+    assert len(report["by_plugin_version"]) == 100 and len(report["by_action_version"]) == 100
+    assert report["by_plugin_version"][0] == {"plugin_version": "8.0.0", "count": 50}
+    assert report["more"]["by_plugin_version"] == 4_901
+    assert report["more"]["by_platform"] == 0
+
+
+def test_the_timeline_names_100_versions_and_sums_the_others(app, client):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _real_version(store, now)
+    _flood_versions(store, 5_000, now)
+    report = client.get("/stats/timeline?app_id=com.example.app").json
+    for point in report["points"]:
+        assert len(point["installs_by_version"]) <= 101
+        assert sum(point["installs_by_version"].values()) == point["installs"]
+    by_version = report["points"][-1]["installs_by_version"]
+    assert by_version["1.0.0"] == 50 and by_version["(other)"] == 5_000 - 99
+
+
+def test_counts_list_the_1000_biggest_rows_and_count_the_rest(app, client):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _flood_apps(store, 5_000, now)
+    report = client.get("/stats/counts").json
+    assert len(report["counts"]) == 1000 and report["more"] == 4_001
+    assert report["counts"][0] == {"app_id": "com.example.app", "action": "set", "count": 50}
+
+
+def test_a_failure_page_skipping_thousands_of_legacy_events_reads_them_in_one_scan(
+    app, client, monkeypatch
+):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    legacy = [
+        _row(now, i, app_id=f"com.app{i % 150:03d}", action="download_fail", plugin_version="6.0")
+        for i in range(3_000)
+    ]
+    _write(store, [_row(now - 1, 0, action="update_fail", plugin_version="8.0.0"), *legacy], now)
+    client.get("/stats/summary")  # fold first
+    calls = _count_reads(monkeypatch, store)
+    page = client.get("/stats/events?kind=failure&limit=1").json
+    assert [event["action"] for event in page["events"]] == ["update_fail"]
+    assert calls[0] < 150
