@@ -198,3 +198,102 @@ def test_a_csv_export_longer_than_the_worker_timeout_is_sent_whole(serve, tmp_pa
     assert time.monotonic() - started > 6  # so the worker sent for longer than its timeout
     assert body.count(b"\r\n") == n + 1  # the header and every event
     assert "WORKER TIMEOUT" not in server.log()
+
+
+# -- slow clients --------------------------------------------------------------------------------
+
+# The head of a request, and a body of 120 bytes: what a slow client sends a byte at a time.
+SLOW_HEAD = (
+    b"POST /stats HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 120\r\nX-Padding: " + b"x" * 200 + b"\r\n\r\n"
+)
+
+
+class SlowClients:
+    """n connections that each send nothing, or a request's headers or body a byte a second.
+
+    One thread sends every byte; it stops at close() or after 60 s, whichever comes first.
+    """
+
+    def __init__(self, port: int, n: int, mode: str, interval: float = 1.0):
+        self.socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(n)]
+        if mode == "body":  # the headers whole, then the body a byte at a time
+            for sock in self.socks:
+                sock.sendall(SLOW_HEAD)
+        self.data = {"silent": b"", "headers": SLOW_HEAD, "body": b"[" + b" " * 118 + b"]"}[mode]
+        self.interval, self.stopped = interval, threading.Event()
+        self.sender = threading.Thread(target=self._send, daemon=True)
+        self.sender.start()
+
+    def _send(self) -> None:
+        deadline = time.monotonic() + 60
+        for byte in self.data:
+            if self.stopped.is_set() or time.monotonic() > deadline:
+                return
+            for sock in self.socks:
+                try:
+                    sock.send(bytes([byte]))
+                except OSError:
+                    pass  # cut off by the server
+            self.stopped.wait(self.interval)
+
+    def open_count(self) -> int:
+        """How many of the connections the server has not closed (nor answered) yet."""
+        count = 0
+        for sock in self.socks:
+            try:
+                sock.setblocking(False)
+                data = sock.recv(1, socket.MSG_PEEK)
+            except BlockingIOError:
+                count += 1  # nothing to read: still open, still waiting
+            except OSError:
+                pass  # reset
+            else:
+                assert data == b"", "a slow client got an answer"  # b"": closed
+            finally:
+                sock.setblocking(True)
+        return count
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.sender.join(timeout=5)
+        for sock in self.socks:
+            sock.close()
+
+
+def _timed_posts(port: int, n: int, timeout: float = 2.0) -> list[tuple[object, float]]:
+    """n single-event POSTs in a row, each on a new connection: (status or error, seconds)."""
+    answers = []
+    for i in range(n):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        started = time.monotonic()
+        try:
+            conn.request("POST", "/stats", json.dumps(event(device_id=f"normal-{i}")).encode())
+            response = conn.getresponse()
+            response.read()
+            answers.append((response.status, time.monotonic() - started))
+        except OSError as e:
+            answers.append((type(e).__name__, time.monotonic() - started))
+        finally:
+            conn.close()
+    return answers
+
+
+@pytest.mark.xfail(strict=True, reason="sync workers: each waits on one slow client's bytes")
+@pytest.mark.parametrize("mode", ["silent", "headers", "body"])
+def test_32_slow_clients_on_2_workers_do_not_stop_ingest_for_others(serve, tmp_path, mode):
+    # A phone on a bad network, or anyone, holding connections open: 16 per worker, sending
+    # nothing, or their headers or body a byte a second. Old plugins send an event once.
+    server = serve(workers=2)
+    slow = SlowClients(server.port, 32, mode)
+    try:
+        time.sleep(1)  # the server has accepted them and is waiting for their bytes
+        answers = _timed_posts(server.port, 5)
+        still_open = slow.open_count()
+    finally:
+        slow.close()
+    assert [status for status, _ in answers] == [200] * 5, answers
+    assert max(seconds for _, seconds in answers) < 2, answers
+    assert still_open == 32, "the slow clients were cut off before the test was over"
+    stored_ids = {row[0] for row in stored(tmp_path / "stats.db", "SELECT device_id FROM event")}
+    assert stored_ids == {f"normal-{i}" for i in range(5)}
