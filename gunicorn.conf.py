@@ -17,8 +17,9 @@ bind = "127.0.0.1:8000"
 # gthread is no cure either: a connection that has sent one byte holds a thread until its
 # headers end (gunicorn 27, workers/gthread.py). 32 slow clients on 2 workers
 # (tests/test_serving.py): sync answered 0 of 5 POSTs within 2 s, gthread with 2x8 threads 0 to
-# 3, gevent 5 of 5 in under 20 ms. The price, measured against sync with wrk in the same runs:
-# ~20 % more CPU per request, single-event req/s 0.75 to 1.0 of sync's (docs/operations.md).
+# 3, gevent 5 of 5 in under 20 ms. The price, against sync in the same wrk runs: 15-35 % more
+# CPU per request; single-event req/s 0.84 of sync's (median of 41 rounds, half of them between
+# 0.70 and 1.02; docs/operations.md).
 # Writes still take turns on the database and each 200 still follows its commit.
 worker_class = "gevent"
 worker_connections = 1000  # open connections per worker; past that, new ones wait to be accepted
