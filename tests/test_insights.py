@@ -254,14 +254,15 @@ def test_a_timeline_whose_since_is_after_its_until_is_empty(client):
 
 
 def test_the_summary_says_how_long_ago_the_last_event_was_and_who_was_active(client):
+    now = protocol.now_ms()  # not NOW: the suite may have run for minutes since it was taken
     post_ok(
         client,
         [
-            event(device_id="a", timestamp=NOW - 10 * 60_000),
-            event(device_id="b", timestamp=NOW - 3 * DAY),
-            event(device_id="c", timestamp=NOW - 20 * DAY),
-            event(device_id="d", timestamp=NOW - 40 * DAY),
-            event(device_id="e", timestamp=NOW - 60_000, is_emulator=True),
+            event(device_id="a", timestamp=now - 10 * 60_000),
+            event(device_id="b", timestamp=now - 3 * DAY),
+            event(device_id="c", timestamp=now - 20 * DAY),
+            event(device_id="d", timestamp=now - 40 * DAY),
+            event(device_id="e", timestamp=now - 60_000, is_emulator=True),
         ],
     )
     report = client.get("/stats/summary?app_id=com.example.app").json
