@@ -1,7 +1,7 @@
 """The cost of the request log on the ingest hot path.
 
-Three servers under bench/run.py's gunicorn settings (sync, 2 workers), each loaded by wrk on
-loopback with bench/single.lua: bench/bare_app.py (the yardstick), POST /stats at
+Three servers under bench/run.py's gunicorn settings (gunicorn.conf.py, 2 workers), each loaded
+by wrk on loopback with bench/single.lua: bench/bare_app.py (the yardstick), POST /stats at
 STATS_LOG_LEVEL=WARNING (no request line) and POST /stats at STATS_LOG_LEVEL=INFO (one line per
 request, to a file). Rounds rotate the order. Prints the median requests/s, the workers' CPU time
 per request (read from /proc: steadier than requests/s on a shared machine), and the in-process

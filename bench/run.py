@@ -51,7 +51,7 @@ def free_port() -> int:
 
 @contextmanager
 def gunicorn(app_spec: str, env: dict, chdir: Path = ROOT) -> Iterator[tuple[int, list[int]]]:
-    """Serve an app with gunicorn (sync workers) on loopback; yield its port and worker pids."""
+    """Serve an app with gunicorn (gunicorn.conf.py) on loopback; yield its port and worker pids."""
     port = free_port()
     cmd = [
         sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"),

@@ -214,6 +214,21 @@ def test_prune_deletes_old_raw_events_and_reports_stay_exactly_as_they_were(app,
     assert report_views(client) == before
 
 
+def test_prune_pauses_between_chunks_so_the_worker_answers_requests_meanwhile(
+    app, client, monkeypatch
+):
+    # Under gevent workers the retention job runs on the requests' event loop: a pause of 0 s
+    # would not let it serve sockets, nor tell gunicorn the worker is alive.
+    seed_history(client)
+    fold.catch_up(app.extensions["store"])  # prune deletes only what the fold has counted
+    pauses = []
+    monkeypatch.setattr(time, "sleep", pauses.append)
+    deleted = app.extensions["store"].prune(NOW - 10 * DAY, chunk=7)
+    assert deleted > 90
+    assert len(pauses) >= deleted // 7 - 2  # after every full chunk of each of the two apps
+    assert min(pauses) > 0
+
+
 def test_flask_prune_says_how_many_raw_events_it_deleted(app, client, runner, rows):
     seed_history(client)
     kept = rows("SELECT count(*) AS n FROM event WHERE at >= ?", (NOW - 20 * DAY,))[0]["n"]

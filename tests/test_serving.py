@@ -4,6 +4,7 @@ import http.client
 import json
 import logging
 import runpy
+import shutil
 import socket
 import sqlite3
 import threading
@@ -181,13 +182,34 @@ def _seed_events(db, n: int) -> None:
         store.write(rows[start : start + 5000], [], now)
 
 
-def test_a_csv_export_longer_than_the_worker_timeout_is_sent_whole(serve, tmp_path):
-    # gunicorn kills a sync worker that has not reported for `timeout` seconds; an export reports
-    # each batch it sends. This 11 MB export, read at 1.5 MB/s, keeps the worker sending for
-    # about 4.5 s once the ~4 MB of socket buffers are full: longer than a 3 s timeout (which
-    # must stay above the 2 s gunicorn lingers on a closing connection).
-    db, n = tmp_path / "stats.db", 60_000
-    _seed_events(db, n)
+EXPORTED = 60_000  # events in the database of the export tests
+
+
+@pytest.fixture(scope="module")
+def export_db(tmp_path_factory):
+    """A database of EXPORTED events, seeded once (it takes seconds) for the export tests."""
+    db = tmp_path_factory.mktemp("export") / "stats.db"
+    _seed_events(db, EXPORTED)
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # all in the one file, to copy it
+    conn.close()
+    return db
+
+
+def _copy_of(db, tmp_path):
+    copy = tmp_path / "stats.db"
+    shutil.copyfile(db, copy)
+    return copy
+
+
+def test_a_csv_export_longer_than_the_worker_timeout_is_sent_whole(serve, tmp_path, export_db):
+    # gunicorn kills a worker that has not reported for `timeout` seconds; an export reports
+    # each batch it sends (under gevent, a worker whose export waits on a slow reader also
+    # reports by itself: the next test is the one where the heartbeat matters). This 11 MB
+    # export, read at 1.5 MB/s, keeps the worker sending for about 4.5 s once the ~4 MB of
+    # socket buffers are full: longer than a 3 s timeout (which must stay above the 2 s a sync
+    # worker lingers on a closing connection).
+    db, n = _copy_of(export_db, tmp_path), EXPORTED
     server = serve(db=db, workers=1, GUNICORN_CMD_ARGS="--timeout 3")
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
@@ -205,3 +227,154 @@ def test_a_csv_export_longer_than_the_worker_timeout_is_sent_whole(serve, tmp_pa
     assert time.monotonic() - started > 6  # so the worker sent for longer than its timeout
     assert body.count(b"\r\n") == n + 1  # the header and every event
     assert "WORKER TIMEOUT" not in server.log()
+
+
+def test_a_fast_read_csv_export_lets_its_worker_answer_others_meanwhile(serve, tmp_path, export_db):
+    # Read as fast as it comes, an export never waits on its socket, so under gevent it would
+    # keep its worker's event loop to itself; it lets the others in at each batch it sends.
+    server = serve(db=_copy_of(export_db, tmp_path), workers=1)
+    export = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+    export.request("GET", "/stats/events.csv")
+    response = export.getresponse()
+    body = bytearray(response.read(64 * 1024))  # it has started
+
+    def read_the_rest():
+        while chunk := response.read(64 * 1024):
+            body.extend(chunk)
+
+    reader = threading.Thread(target=read_the_rest)
+    reader.start()
+    answers = []
+    while reader.is_alive() and len(answers) < 200:
+        answers += _timed_posts(server.port, 1, timeout=5)
+    reader.join(timeout=20)
+    export.close()
+    assert body.count(b"\r\n") == EXPORTED + 1
+    assert [status for status, _ in answers] == [200] * len(answers), answers
+    assert len(answers) >= 5, f"only {len(answers)} answers during the export"
+    assert max(seconds for _, seconds in answers) < 0.5, answers
+
+
+# -- slow clients --------------------------------------------------------------------------------
+
+# The head of a request, and a body of 120 bytes: what a slow client sends a byte at a time.
+SLOW_HEAD = (
+    b"POST /stats HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 120\r\nX-Padding: " + b"x" * 200 + b"\r\n\r\n"
+)
+
+
+class SlowClients:
+    """n connections that each send nothing, or a request's headers or body a byte a second.
+
+    One thread sends every byte; it stops at close() or after 60 s, whichever comes first.
+    """
+
+    def __init__(self, port: int, n: int, mode: str, interval: float = 1.0):
+        self.socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(n)]
+        if mode == "body":  # the headers whole, then the body a byte at a time
+            for sock in self.socks:
+                sock.sendall(SLOW_HEAD)
+        self.data = {"silent": b"", "headers": SLOW_HEAD, "body": b"[" + b" " * 118 + b"]"}[mode]
+        self.interval, self.stopped = interval, threading.Event()
+        self.sender = threading.Thread(target=self._send, daemon=True)
+        self.sender.start()
+
+    def _send(self) -> None:
+        deadline = time.monotonic() + 60
+        for byte in self.data:
+            if self.stopped.is_set() or time.monotonic() > deadline:
+                return
+            for sock in self.socks:
+                try:
+                    sock.send(bytes([byte]))
+                except OSError:
+                    pass  # cut off by the server
+            self.stopped.wait(self.interval)
+
+    def open_count(self) -> int:
+        """How many of the connections the server has not closed (nor answered) yet."""
+        count = 0
+        for sock in self.socks:
+            try:
+                sock.setblocking(False)
+                data = sock.recv(1, socket.MSG_PEEK)
+            except BlockingIOError:
+                count += 1  # nothing to read: still open, still waiting
+            except OSError:
+                pass  # reset
+            else:
+                assert data == b"", "a slow client got an answer"  # b"": closed
+            finally:
+                sock.setblocking(True)
+        return count
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.sender.join(timeout=5)
+        for sock in self.socks:
+            sock.close()
+
+
+def _timed_posts(port: int, n: int, timeout: float = 2.0) -> list[tuple[object, float]]:
+    """n single-event POSTs in a row, each on a new connection: (status or error, seconds)."""
+    answers = []
+    for i in range(n):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        started = time.monotonic()
+        try:
+            conn.request("POST", "/stats", json.dumps(event(device_id=f"normal-{i}")).encode())
+            response = conn.getresponse()
+            response.read()
+            answers.append((response.status, time.monotonic() - started))
+        except OSError as e:
+            answers.append((type(e).__name__, time.monotonic() - started))
+        finally:
+            conn.close()
+    return answers
+
+
+@pytest.mark.parametrize("mode", ["silent", "headers", "body"])
+def test_32_slow_clients_on_2_workers_do_not_stop_ingest_for_others(serve, tmp_path, mode):
+    # A phone on a bad network, or anyone, holding connections open: 16 per worker, sending
+    # nothing, or their headers or body a byte a second. Old plugins send an event once.
+    server = serve(workers=2)
+    slow = SlowClients(server.port, 32, mode)
+    try:
+        time.sleep(1)  # the server has accepted them and is waiting for their bytes
+        answers = _timed_posts(server.port, 5)
+        still_open = slow.open_count()
+    finally:
+        slow.close()
+    assert [status for status, _ in answers] == [200] * 5, answers
+    assert max(seconds for _, seconds in answers) < 2, answers
+    assert still_open == 32, "the slow clients were cut off before the test was over"
+    stored_ids = {row[0] for row in stored(tmp_path / "stats.db", "SELECT device_id FROM event")}
+    assert stored_ids == {f"normal-{i}" for i in range(5)}
+
+
+@pytest.mark.parametrize(
+    "mode, limit", [("silent", 1), ("headers", 1), ("body", 3)], ids=["silent", "headers", "body"]
+)
+def test_a_client_sending_a_byte_at_a_time_is_cut_off_without_holding_the_worker(
+    serve, mode, limit
+):
+    # The headers get `keepalive` seconds, the body `timeout` seconds (here 1 and 3); the one
+    # worker answers others meanwhile, and is not killed for it.
+    server = serve(workers=1, GUNICORN_CMD_ARGS="--keep-alive 1 --timeout 3")
+    slow = SlowClients(server.port, 4, mode, interval=0.25)
+    try:
+        started = time.monotonic()
+        answers = _timed_posts(server.port, 3)
+        while slow.open_count() and time.monotonic() - started < 10:
+            time.sleep(0.05)
+        cut_after = time.monotonic() - started
+        left_open = slow.open_count()
+    finally:
+        slow.close()
+    assert [status for status, _ in answers] == [200] * 3, answers
+    assert left_open == 0, f"{left_open} slow clients still open after {cut_after:.1f} s"
+    assert limit - 0.2 < cut_after < limit + 2
+    log = server.log()
+    assert "WORKER TIMEOUT" not in log
+    assert "Traceback" not in log

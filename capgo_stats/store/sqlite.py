@@ -818,6 +818,11 @@ class SQLiteStore(Store):
                 deleted += n
                 if n < chunk:
                     break
+                # A turn for the requests: under gunicorn's gevent workers this job shares the
+                # worker's event loop with them (gunicorn.conf.py), and 100,000 deletions held
+                # every request of the worker for 3 s, longer than `timeout` for a million.
+                # sleep(0) would not do: gevent runs no socket I/O for it.
+                time.sleep(0.001)
         # device_day only stops a device being counted twice in a day; a late event can still
         # arrive for any day inside the plausibility window, so keep those days.
         oldest_day = min(before_ms, int(time.time() * 1000) - DEVICE_DAY_KEEP_MS) // DAY_MS

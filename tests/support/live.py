@@ -52,12 +52,14 @@ class Gunicorn:
 
     def _answers(self, port: int) -> bool:
         """True when the liveness check answers 200."""
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", "/stats")
             return conn.getresponse().status == 200
         except OSError:
             return False
+        finally:
+            conn.close()  # a kept-alive connection is not closed by the server
 
     @property
     def url(self) -> str:
