@@ -307,6 +307,7 @@ def _export_peak(store):
     return size, peak
 
 
+@pytest.mark.slow
 def test_export_memory_stays_flat_however_many_events(app):
     store, now = app.extensions["store"], int(time.time() * 1000)
     _store_events(store, 5_000, now)

@@ -108,12 +108,14 @@ def send(client, rows, data: bytes, body=None, **kw) -> None:
         assert new == []
 
 
+@pytest.mark.slow
 @FAST
 @given(body=bodies)
 def test_any_json_body_gets_200_or_a_4xx_and_stores_only_valid_events(client, rows, body):
     send(client, rows, json.dumps(body).encode(), body)
 
 
+@pytest.mark.slow
 @FAST
 @given(body=bodies)
 def test_any_json_body_with_unicode_unescaped_is_handled_alike(client, rows, body):
