@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask
 
-from capgo_stats import cli, jobs, protocol, settings, web
+from capgo_stats import alerts, cli, jobs, protocol, settings, web
 from capgo_stats.store import open_store
 
 
@@ -28,8 +28,19 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     web.init_app(app)
     cli.init_app(app)
+    running = app.extensions["jobs"] = []  # each job's stop event
     if app.config["STATS_FOLD_INTERVAL_S"]:
-        jobs.start_folding(store, app.config["STATS_FOLD_INTERVAL_S"])
+        running.append(jobs.start_folding(store, app.config["STATS_FOLD_INTERVAL_S"]))
+    limits = settings.alert_limits(app.config)
+    if limits:
+        stop = jobs.start_alerts(
+            store,
+            alerts.Limits(**limits),
+            app.config["STATS_ALERT_WEBHOOK"].strip(),
+            app.config["STATS_ALERT_SECRET"],
+            app.config["STATS_ALERT_INTERVAL_S"],
+        )
+        running.append(stop)
     if app.config["STATS_RETENTION_DAYS"]:
-        jobs.start_retention(store, app.config["STATS_RETENTION_DAYS"])
+        running.append(jobs.start_retention(store, app.config["STATS_RETENTION_DAYS"]))
     return app

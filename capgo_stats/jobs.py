@@ -1,27 +1,28 @@
-"""Work each server process does beside its requests: the fold (STATS_FOLD_INTERVAL_S) and
-retention (STATS_RETENTION_DAYS). Daemon threads: they end with the process."""
+"""Work each server process does beside its requests: the fold (STATS_FOLD_INTERVAL_S),
+retention (STATS_RETENTION_DAYS) and the alert check (STATS_ALERT_WEBHOOK). Daemon threads (or
+greenlets, under gevent workers): they end with the process, and never hold up a request."""
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 
-from capgo_stats import fold
+from capgo_stats import alerts, fold
 from capgo_stats.protocol import DAY_MS, now_ms
 from capgo_stats.store import Store
 
 log = logging.getLogger("capgo_stats")
 
 
-def _every(seconds: float, name: str, work: Callable[[], None]) -> None:
-    """Run work() now and then every `seconds`, in a daemon thread; a failure is logged once
-    per kind and tried again next time (a locked or missing database)."""
+def _every(seconds: float, name: str, work: Callable[[], None]) -> threading.Event:
+    """Run work() now and then every `seconds`, in a daemon thread, until the returned event is
+    set; a failure is logged once per kind and tried again next time (a locked database)."""
+    stop = threading.Event()
 
     def loop() -> None:
         last_error = None
-        while True:
+        while not stop.is_set():
             try:
                 work()
                 last_error = None
@@ -29,25 +30,46 @@ def _every(seconds: float, name: str, work: Callable[[], None]) -> None:
                 if str(e) != last_error:
                     log.exception("%s failed; trying again in %s s", name, seconds)
                     last_error = str(e)
-            time.sleep(seconds)
+            stop.wait(seconds)
 
     threading.Thread(target=loop, name=name, daemon=True).start()
+    return stop
 
 
-def start_folding(store: Store, seconds: float) -> None:
+def start_folding(store: Store, seconds: float) -> threading.Event:
     """Fold pending events every `seconds`, so reads rarely find any to fold first."""
 
     def catch_up() -> None:
         fold.catch_up(store)
 
-    _every(seconds, "fold", catch_up)
+    return _every(seconds, "fold", catch_up)
 
 
-def start_retention(store: Store, days: int) -> None:
+def start_retention(store: Store, days: int) -> threading.Event:
     """Prune raw events older than `days` now and then every hour, beside the requests."""
 
     def prune() -> None:
         deleted = fold.prune(store, now_ms() - days * DAY_MS)
         log.info("retention: deleted %d raw events older than %d days", deleted, days)
 
-    _every(3600, "retention", prune)
+    return _every(3600, "retention", prune)
+
+
+def start_alerts(
+    store: Store, limits: alerts.Limits, url: str, secret: str, seconds: int
+) -> threading.Event:
+    """Check the alert limits every `seconds`, in one process at a time (a lease in the
+    database); a webhook that fails or hangs only delays this check, which tries it again."""
+
+    def check() -> None:
+        now = now_ms()
+        if not store.claim("alert_check", now, seconds * 1000 - 500):
+            return  # another process checks this time
+        fold.before_read(store)
+        outcome = alerts.check(store, limits, url, secret, now)
+        for line in outcome.lines:
+            (log.info if line.startswith(("SENT", "CLEARED")) else log.debug)("alerts: %s", line)
+        if not outcome.ok:
+            log.warning("alerts: a webhook POST failed; it is tried again at the next check")
+
+    return _every(seconds, "alerts", check)

@@ -26,6 +26,12 @@ DEFAULTS: dict[str, Any] = {
     "STATS_HASH_SECRET": "",
     "STATS_HASH_SECRET_CHANGED": False,
     "STATS_ALERT_SECRET": "",
+    "STATS_ALERT_WEBHOOK": "",
+    "STATS_ALERT_INTERVAL_S": 300,
+    "STATS_ALERT_SILENT_HOURS": "",
+    "STATS_ALERT_MAX_DEVICE_FAIL_RATE": "",
+    "STATS_ALERT_MAX_ISSUE_RATE": "",
+    "STATS_ALERT_MIN_DEVICES": 1,
     "STATS_LOG_LEVEL": "INFO",
 }
 
@@ -59,6 +65,44 @@ def from_env(name: str, default: Any) -> Any:
     return raw
 
 
+def alert_limits(settings: dict[str, Any]) -> dict[str, Any]:
+    """The limits of the server's own alert check (STATS_ALERT_*), parsed; {} when off."""
+    url = settings["STATS_ALERT_WEBHOOK"].strip()
+    if not url:
+        return {}
+    if not url.lower().startswith(("http://", "https://")):
+        raise SettingError(f"STATS_ALERT_WEBHOOK must be an http:// or https:// URL, not {url!r}.")
+    limits = {
+        "silent_hours": _number("STATS_ALERT_SILENT_HOURS", settings, percent=False),
+        "max_device_fail_rate": _number("STATS_ALERT_MAX_DEVICE_FAIL_RATE", settings),
+        "max_issue_rate": _number("STATS_ALERT_MAX_ISSUE_RATE", settings),
+    }
+    if all(value is None for value in limits.values()):
+        raise SettingError(
+            "STATS_ALERT_WEBHOOK is set but no limit is: set STATS_ALERT_SILENT_HOURS,"
+            " STATS_ALERT_MAX_DEVICE_FAIL_RATE or STATS_ALERT_MAX_ISSUE_RATE."
+        )
+    if settings["STATS_ALERT_MIN_DEVICES"] < 1 or settings["STATS_ALERT_INTERVAL_S"] < 1:
+        raise SettingError("STATS_ALERT_MIN_DEVICES and STATS_ALERT_INTERVAL_S must be 1 or more.")
+    return {**limits, "min_devices": settings["STATS_ALERT_MIN_DEVICES"]}
+
+
+def _number(name: str, settings: dict[str, Any], percent: bool = True) -> float | None:
+    """A limit setting: empty is none; a rate may be written 0.05 or 5%."""
+    text = str(settings[name]).strip()
+    if not text:
+        return None
+    try:
+        value = float(text[:-1]) / 100 if percent and text.endswith("%") else float(text)
+    except ValueError:
+        raise SettingError(
+            f"{name} must be a number{' or a percentage' * percent}, not {text!r}."
+        ) from None
+    if value < 0 or (percent and value > 1) or (not percent and value == 0):
+        raise SettingError(f"{name} is out of range: {text!r}.")
+    return value
+
+
 def check_hash_secret(kept: int, mark: int, path: str) -> None:
     """Refuse a STATS_HASH_SECRET other than the one the database was written with: every
     device would be counted again under another id (two servers with two secrets, too)."""
@@ -83,6 +127,7 @@ def check(settings: dict[str, Any]) -> None:
     """Refuse values the server cannot run with, or would lose data with; normalise the rest."""
     _check_numbers(settings)
     _check_log_level(settings)
+    alert_limits(settings)  # refused here, before any database is touched
 
 
 def _check_numbers(settings: dict[str, Any]) -> None:

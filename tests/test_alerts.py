@@ -4,12 +4,14 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
 from app import create_app
 from capgo_stats import protocol
+from capgo_stats.settings import SettingError
 from support.client import post_ok
 from support.payloads import event
 
@@ -135,3 +137,52 @@ def test_without_a_secret_messages_are_not_signed(runner, client, webhook):
     runner.invoke(args=["alerts", "--webhook", webhook, "--max-device-fail-rate", "0.1"])
     [(headers, _)] = Receiver.received
     assert "X-Capgo-Stats-Signature" not in headers
+
+
+def alerting_app(path, webhook, **settings_):
+    """An app whose server checks the alert limits by itself every second."""
+    config = {"STATS_DB": str(path), "STATS_ALERT_WEBHOOK": webhook, "STATS_ALERT_INTERVAL_S": 1}
+    return create_app({**config, "STATS_ALERT_SILENT_HOURS": "1", **settings_})
+
+
+def wait_for(condition, seconds=8.0):
+    """Poll until condition() is true or the time is up; its last value."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+@pytest.mark.slow
+def test_the_server_checks_the_alert_settings_by_itself_in_one_process_at_a_time(tmp_path, webhook):
+    path = tmp_path / "a.db"
+    create_app({"STATS_DB": str(path)}).test_client().post(
+        "/stats", json=[event(timestamp=NOW - 3 * HOUR)]
+    )
+    servers = [alerting_app(path, webhook, STATS_ALERT_SECRET=SECRET) for _ in range(2)]
+    try:
+        assert wait_for(lambda: Receiver.received)
+        time.sleep(2.5)  # two more checks' worth: the condition still holds, nothing is resent
+        [(headers, body)] = Receiver.received  # once, though two servers check
+        assert json.loads(body)["condition"] == "silent"
+        expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        assert headers["X-Capgo-Stats-Signature"] == expected
+    finally:
+        for server in servers:
+            for stop in server.extensions["jobs"]:
+                stop.set()
+
+
+@pytest.mark.parametrize(
+    "settings_, message",
+    [
+        ({"STATS_ALERT_SILENT_HOURS": ""}, "no limit is"),
+        ({"STATS_ALERT_MAX_ISSUE_RATE": "lots"}, "STATS_ALERT_MAX_ISSUE_RATE must be a number"),
+        ({"STATS_ALERT_MAX_DEVICE_FAIL_RATE": "150%"}, "out of range"),
+        ({"STATS_ALERT_WEBHOOK": "ftp://x"}, "http:// or https://"),
+    ],
+)
+def test_alert_settings_that_cannot_work_stop_the_start(tmp_path, settings_, message):
+    with pytest.raises(SettingError, match=message):
+        alerting_app(tmp_path / "a.db", "http://127.0.0.1:9/hook", **settings_)
+    assert not (tmp_path / "a.db").exists()

@@ -78,6 +78,10 @@ class Store(abc.ABC):
         """Recompute the rollups of the period still held as raw events; (events, since)."""
 
     @abc.abstractmethod
+    def claim(self, key: str, now_ms: int, every_ms: int) -> bool:
+        """True for the one caller, across processes, that takes `key` for the next every_ms."""
+
+    @abc.abstractmethod
     def remember(self, key: str, value: int, replace: bool = False) -> int:
         """Keep `value` under `key` in the database unless one is kept already (or `replace`);
         return the value kept."""

@@ -280,6 +280,19 @@ class SQLiteStore(Store):
             raise StoreUnavailable(str(e)) from None
         return deleted
 
+    def claim(self, key: str, now_ms: int, every_ms: int) -> bool:
+        """Take `key` (a lease kept in meta) unless another process took it within every_ms."""
+        try:
+            with self.transaction() as conn:
+                conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, 0)", (key,))
+                taken = conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = ? AND value <= ?",
+                    (now_ms, key, now_ms - every_ms),
+                ).rowcount
+        except sqlite3.DatabaseError as e:
+            raise StoreUnavailable(str(e)) from None
+        return taken == 1
+
     def remember(self, key: str, value: int, replace: bool = False) -> int:
         """Keep `value` under `key` in meta unless one is kept already (or `replace`)."""
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
