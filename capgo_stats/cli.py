@@ -252,6 +252,25 @@ class Rate(click.ParamType):
         return rate
 
 
+def wilson_options(command: Callable) -> Callable:
+    """The limits judged on a Wilson lower bound, shared by `flask gate` and `flask alerts`."""
+    options = [
+        click.option("--max-device-fail-rate", type=Rate(), help="Highest acceptable Wilson"
+                     " lower bound of failed / (installed + failed) devices: 0.05 or 5%."),
+        click.option("--max-issue-rate", type=Rate(), help="Highest acceptable Wilson lower"
+                     " bound of issue devices / active devices."),
+        click.option("--min-devices", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Fewest devices (reporting, with an outcome, or active) a version"
+                     " needs before it is judged."),
+        click.option("--confidence", default=0.95, show_default=True,
+                     type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+                     help="Confidence of the Wilson interval whose lower bound is judged."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.command("gate")
 @click.option("--app-id", required=True, help="The app, e.g. com.example.app.")
 @click.option("--version", "version", required=True, help="The bundle version to judge.")
@@ -260,30 +279,7 @@ class Rate(click.ParamType):
     type=Rate(),
     help="Highest acceptable failures / (installs + failures): 0.05 or 5%.",
 )
-@click.option(
-    "--max-device-fail-rate",
-    type=Rate(),
-    help="Highest acceptable Wilson lower bound of failed / (installed + failed) devices.",
-)
-@click.option(
-    "--max-issue-rate",
-    type=Rate(),
-    help="Highest acceptable Wilson lower bound of issue devices / active devices.",
-)
-@click.option(
-    "--min-devices",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Fewest devices (reporting, with an outcome, or active) needed for a verdict.",
-)
-@click.option(
-    "--confidence",
-    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
-    default=0.95,
-    show_default=True,
-    help="Confidence of the Wilson interval whose lower bound is judged.",
-)
+@wilson_options
 @with_appcontext
 def gate_command(
     app_id: str,
@@ -326,30 +322,7 @@ def gate_command(
     type=click.FloatRange(min=0, min_open=True),
     help="Alert when an app sent no event for more than H hours.",
 )
-@click.option(
-    "--max-device-fail-rate",
-    type=Rate(),
-    help="Alert when a version's device fail rate has a Wilson lower bound above R.",
-)
-@click.option(
-    "--max-issue-rate",
-    type=Rate(),
-    help="Alert when a version's issue rate has a Wilson lower bound above R.",
-)
-@click.option(
-    "--min-devices",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Fewest devices a version needs before its rates are judged.",
-)
-@click.option(
-    "--confidence",
-    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
-    default=0.95,
-    show_default=True,
-    help="Confidence of the Wilson interval whose lower bound is judged.",
-)
+@wilson_options
 @with_appcontext
 def alerts_command(webhook: str, **limits: Any) -> None:
     """Check once and POST one JSON message per new condition; exit 1 if a POST failed.
