@@ -125,25 +125,41 @@ class Outcome:
 def check(
     store: Store, limits: Limits, url: str, secret: str, now: int, send: Send = post
 ) -> Outcome:
-    """Send each new condition once, forget the cleared ones; a failed POST is tried again
-    at the next check (it is not recorded as sent)."""
+    """Send each new condition once, and a recovery message ("resolved": true) when it no
+    longer holds; a failed POST is tried again at the next check (nothing is recorded)."""
     holding, sent = conditions(store, limits, now), store.alert_states()
     outcome = Outcome([])
     for key in sorted(set(holding) - sent):
         body = message_body(key, holding[key], now)
-        headers = {"Content-Type": "application/json"}
-        if secret:
-            headers[SIGNATURE_HEADER] = sign(body, secret)
         try:
-            send(url, body, headers)
+            send(url, body, _headers(body, secret))
         except OSError as e:
             outcome.ok = False
             outcome.lines.append(f"NOT SENT ({e}): {holding[key]['text']}")
             continue
         store.raise_alert(key, now)
         outcome.lines.append(f"SENT {holding[key]['text']}")
-    cleared = sorted(sent - set(holding))
-    store.clear_alerts(cleared)
-    outcome.lines += [f"CLEARED {' '.join(part for part in key if part)}" for key in cleared]
-    outcome.lines.append(f"{len(holding)} conditions hold, {len(cleared)} cleared.")
+    cleared = 0
+    for key in sorted(sent - set(holding)):
+        name = " ".join(part for part in key if part)
+        text = f"RECOVERED {name}: the condition no longer holds."
+        body = message_body(key, {"resolved": True, "text": text}, now)
+        try:
+            send(url, body, _headers(body, secret))
+        except OSError as e:
+            outcome.ok = False  # kept as sent: its recovery is tried again at the next check
+            outcome.lines.append(f"NOT SENT ({e}): {text}")
+            continue
+        store.clear_alerts([key])
+        cleared += 1
+        outcome.lines.append(f"CLEARED {name}")
+    outcome.lines.append(f"{len(holding)} conditions hold, {cleared} cleared.")
     return outcome
+
+
+def _headers(body: bytes, secret: str) -> dict[str, str]:
+    """The headers of a message: JSON, and the signature when there is a secret."""
+    headers = {"Content-Type": "application/json"}
+    if secret:
+        headers[SIGNATURE_HEADER] = sign(body, secret)
+    return headers

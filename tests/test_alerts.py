@@ -95,7 +95,11 @@ def test_a_condition_that_clears_is_forgotten_and_sent_again_when_it_returns(sig
     assert "CLEARED com.example.app 2.0.0 device_fail_rate" in cleared.output
     rollout(client, failed=40, installed=0, version="2.0.0", at=NOW - 1)
     runner.invoke(args=args)
-    assert [m["condition"] for m in messages()] == ["device_fail_rate", "device_fail_rate"]
+    sent = [(m["condition"], m.get("resolved", False)) for m in messages()]
+    assert sent == [("device_fail_rate", False), ("device_fail_rate", True),
+                    ("device_fail_rate", False)]  # fmt: skip
+    recovery = messages()[1]
+    assert recovery["text"].startswith("RECOVERED com.example.app 2.0.0 device_fail_rate")
 
 
 def test_an_app_gone_silent_and_a_version_with_issues_are_alerted(signed, webhook):
