@@ -32,14 +32,18 @@ def catch_up(store: Store, batch: int = BATCH) -> int:
     return folded
 
 
-def before_read(store: Store) -> None:
-    """Fold what is pending, so the read counts it; a store that cannot write now is read as
-    it is (its figures miss the pending events until it can), rather than not at all."""
+def before_read(store: Store) -> int:
+    """Fold what is pending, so the read counts it, and return how many events were pending; a
+    store that cannot write now is read as it is (its figures miss the pending events until it
+    can), rather than not at all."""
+    pending = 0
     try:
-        if store.pending():
+        pending = store.pending()
+        if pending:
             catch_up(store)
     except StoreUnavailable as e:
         log.warning("read without folding the pending events: %s", e)
+    return pending
 
 
 def forget_device(store: Store, device_ids: list[str], custom_ids: list[str]) -> int:

@@ -470,24 +470,23 @@ class SQLiteStore(Store):
 
     def outcome_totals(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], int]:
         """Devices per (bundle, outcome) over all stored history (outcome_devices)."""
-        where, params = device_where(filters, prod_only)
-        rows = self._rows(
-            f"SELECT bundle, outcome, sum(devices) FROM outcome_devices WHERE {where}"
-            " GROUP BY 1, 2 HAVING sum(devices) > 0",
-            params,
-        )
-        return {(bundle, outcome): n for bundle, outcome, n in rows}
+        return self._devices_by("outcome_devices", "outcome", *device_where(filters, prod_only))
 
     def reach_totals(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], int]:
         """Devices per (bundle, kind) whose first event running it ('active') or first issue on
         it ('issue') fell on a UTC day touching [since, until) (reach_day)."""
-        where, params = _day_where(filters, prod_only)
+        return self._devices_by("reach_day", "kind", *_day_where(filters, prod_only))
+
+    def _devices_by(
+        self, table: str, column: str, where: str, params: list
+    ) -> dict[tuple[str, str], int]:
+        """Devices per (bundle, column) of a table of device counts, over the rows of `where`."""
         rows = self._rows(
-            f"SELECT bundle, kind, sum(devices) FROM reach_day WHERE {where}"
+            f"SELECT bundle, {column}, sum(devices) FROM {table} WHERE {where}"
             " GROUP BY 1, 2 HAVING sum(devices) > 0",
             params,
         )
-        return {(bundle, kind): n for bundle, kind, n in rows}
+        return {(bundle, value): n for bundle, value, n in rows}
 
     def histograms(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], dict]:
         """Samples per (bundle, 'launch' or 'install') and bucket, days touching the range."""

@@ -46,8 +46,7 @@ def _beating(chunks: Iterator[str], heartbeat: Callable[[], None]) -> Iterator[s
 def metrics_text() -> Response:
     """GET /metrics: stored and refused events, last arrival, database size, for Prometheus."""
     store = get_store()
-    pending = store.pending()  # the backlog as found, before this read folds it
-    fold.before_read(store)
+    pending = fold.before_read(store)  # the backlog as found, before this read folded it
     text = prometheus.render({**store.metrics(), "pending": pending})
     return Response(text, content_type=prometheus.CONTENT_TYPE)
 
