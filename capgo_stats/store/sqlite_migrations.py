@@ -8,7 +8,7 @@ import logging
 import sqlite3
 from pathlib import Path
 
-import capgo_stats.store.sqlite_fold as folding
+import capgo_stats.store.fold_sql as folding
 from capgo_stats.protocol import COLUMNS, SENT, fingerprint
 from capgo_stats.store.base import FoldFn
 

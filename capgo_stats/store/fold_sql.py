@@ -1,13 +1,14 @@
-"""The fold's SQL on SQLite: read the events after the fold's position, the device states they
-need, and write the deltas counting.fold made of them, all inside the caller's transaction.
+"""The fold's SQL, the same on every database: read the device states a batch of events needs
+and write the deltas counting.fold made of them, all inside the caller's transaction. Which
+events are next is each store's own (sqlite.py: a position; postgres.py: a queue).
 
 Each rollup row is written once per fold (the deltas are summed per key first), in key order.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from capgo_stats.counting import (
     COUNTS,
@@ -33,53 +34,30 @@ VERSION_COLUMNS = (
 )  # fmt: skip
 
 
-def _plain(conn: sqlite3.Connection) -> sqlite3.Cursor:
+def plain(conn: Any) -> Any:
     """A cursor that returns plain tuples (the pool's connections return sqlite3.Row)."""
     cursor = conn.cursor()
     cursor.row_factory = None
     return cursor
 
 
-def position(conn: sqlite3.Connection, key: str = "fold_position") -> int:
+def position(conn: Any, key: str = "fold_position") -> int:
     """A value of the meta table: the fold's position, or pruned_before."""
     return conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
 
 
-def set_position(conn: sqlite3.Connection, value: int, key: str = "fold_position") -> None:
+def set_position(conn: Any, value: int, key: str = "fold_position") -> None:
     """Set a value of the meta table."""
     conn.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
 
 
-def after_delete(conn: sqlite3.Connection) -> None:
-    """Keep the position at or below the highest id left, after events were deleted.
-
-    Every event up to the position was folded, so lowering it refolds nothing; SQLite gives
-    the next event the highest id left + 1, which must be after the position to be folded.
-    """
-    conn.execute(
-        "UPDATE meta SET value = min(value, (SELECT coalesce(max(id), 0) FROM event))"
-        " WHERE key = 'fold_position'"
-    )
-
-
-def pending(conn: sqlite3.Connection) -> int:
-    """How many stored events are not folded yet."""
-    after = position(conn)
-    return conn.execute("SELECT count(*) FROM event WHERE id > ?", (after,)).fetchone()[0]
-
-
-def next_batch(conn: sqlite3.Connection, limit: int) -> list[tuple]:
-    """The next `limit` events after the fold's position, in id order (FOLD_COLUMNS)."""
-    return batch_after(conn, position(conn), limit)
-
-
-def batch_after(conn: sqlite3.Connection, after: int, limit: int) -> list[tuple]:
+def batch_after(conn: Any, after: int, limit: int) -> list[tuple]:
     """The next `limit` events after id `after`, in id order (FOLD_COLUMNS)."""
     sql = f"SELECT {', '.join(FOLD_COLUMNS)} FROM event WHERE id > ? ORDER BY id LIMIT ?"
-    return _plain(conn).execute(sql, (after, limit)).fetchall()
+    return plain(conn).execute(sql, (after, limit)).fetchall()
 
 
-def fill_health(conn: sqlite3.Connection, fold: FoldFn, batch: int = 5000) -> None:
+def fill_health(conn: Any, fold: FoldFn, batch: int = 5000) -> None:
     """Fold every stored event into the release-health tables only (a schema-4 upgrade: the
     other rollups are kept as they are). Raw events pruned before are not in them."""
     tables, after = (*VERSION_COUNTS, "launch_day", "adoption_day"), 0
@@ -91,12 +69,12 @@ def fill_health(conn: sqlite3.Connection, fold: FoldFn, batch: int = 5000) -> No
         after = rows[-1][0]
 
 
-def fold_batch(conn: sqlite3.Connection, fold: FoldFn, rows: list[tuple]) -> None:
+def fold_batch(conn: Any, fold: FoldFn, rows: list[tuple]) -> None:
     """Fold rows: read the state they need and write their deltas."""
     apply(conn, fold_batch_deltas(conn, fold, rows))
 
 
-def fold_batch_deltas(conn: sqlite3.Connection, fold: FoldFn, rows: list[tuple]) -> Deltas:
+def fold_batch_deltas(conn: Any, fold: FoldFn, rows: list[tuple]) -> Deltas:
     """The deltas of rows, from the device states and active days stored now."""
     devices = device_states(conn, {(row[2], row[3]) for row in rows})
     days = seen_days(conn, {(row[2], row[1] // DAY_MS, row[3]) for row in rows})
@@ -112,7 +90,7 @@ DAY_TABLES = ("rollup_day", "failure_day", "uninstall_day", "active_day", "devic
 DAY_TABLES += ("launch_day", "adoption_day", "adoption_device")
 
 
-def clear_held_period(conn: sqlite3.Connection, since: int) -> tuple[int, int]:
+def clear_held_period(conn: Any, since: int) -> tuple[int, int]:
     """Delete the rows that the raw events from `since` on make again; return the first hour
     and day that are wholly held (raw events of the hour or day before `since` are gone)."""
     hour, day = -(-since // HOUR_MS), -(-since // DAY_MS)
@@ -142,7 +120,7 @@ def held_only(deltas: Deltas, floors: tuple[int, int]) -> Deltas:
     return deltas
 
 
-def recount_devices(conn: sqlite3.Connection) -> None:
+def recount_devices(conn: Any) -> None:
     """Count device_bundle and device_hour again from the device table."""
     conn.execute("DELETE FROM device_bundle")
     conn.execute("DELETE FROM device_hour")
@@ -159,11 +137,11 @@ def recount_devices(conn: sqlite3.Connection) -> None:
     recount_versions(conn)
 
 
-def recount_versions(conn: sqlite3.Connection) -> None:
+def recount_versions(conn: Any) -> None:
     """Count the VERSION_COUNTS tables again from the version_device table."""
     deltas = Deltas()
     sql = f"SELECT app_id, bundle, device_id, {', '.join(VERSION_COLUMNS)} FROM version_device"
-    for row in _plain(conn).execute(sql):
+    for row in plain(conn).execute(sql):
         for table, key in version_buckets(row[:3], row[3:]):
             deltas.counts[table][key] += 1
     for table in VERSION_COUNTS:
@@ -171,7 +149,7 @@ def recount_versions(conn: sqlite3.Connection) -> None:
     apply(conn, deltas)
 
 
-def _lookup(conn: sqlite3.Connection, sql: str, keys: Iterable[tuple]) -> Iterator[tuple]:
+def _lookup(conn: Any, sql: str, keys: Iterable[tuple]) -> Iterator[tuple]:
     """Rows of `sql` for these keys: grouped by all but their last part, each group looked up
     on the primary key as `prefix = ? ... AND last IN (...)`, CHUNK keys at a time.
 
@@ -180,7 +158,7 @@ def _lookup(conn: sqlite3.Connection, sql: str, keys: Iterable[tuple]) -> Iterat
     groups: dict[tuple, list] = {}
     for key in keys:
         groups.setdefault(key[:-1], []).append(key[-1])
-    cursor = _plain(conn)
+    cursor = plain(conn)
     for prefix, lasts in sorted(groups.items()):
         lasts.sort()
         for start in range(0, len(lasts), CHUNK):
@@ -190,7 +168,7 @@ def _lookup(conn: sqlite3.Connection, sql: str, keys: Iterable[tuple]) -> Iterat
             )
 
 
-def device_states(conn: sqlite3.Connection, keys: set[DeviceKey]) -> dict[DeviceKey, Device]:
+def device_states(conn: Any, keys: set[DeviceKey]) -> dict[DeviceKey, Device]:
     """The stored state of these (app_id, device_id); absent ones were never seen."""
     sql = (
         f"SELECT app_id, device_id, {', '.join(DEVICE_COLUMNS)} FROM device"
@@ -199,9 +177,7 @@ def device_states(conn: sqlite3.Connection, keys: set[DeviceKey]) -> dict[Device
     return {(row[0], row[1]): row[2:] for row in _lookup(conn, sql, keys)}
 
 
-def version_states(
-    conn: sqlite3.Connection, keys: set[VersionKey]
-) -> dict[VersionKey, VersionDevice]:
+def version_states(conn: Any, keys: set[VersionKey]) -> dict[VersionKey, VersionDevice]:
     """The stored records of these (app_id, bundle, device_id); absent ones have none yet."""
     sql = (
         f"SELECT app_id, bundle, device_id, {', '.join(VERSION_COLUMNS)} FROM version_device"
@@ -210,7 +186,7 @@ def version_states(
     return {row[:3]: row[3:] for row in _lookup(conn, sql, keys)}
 
 
-def day_bundles(conn: sqlite3.Connection, keys: set[DayKey]) -> dict[DayKey, DayBundle]:
+def day_bundles(conn: Any, keys: set[DayKey]) -> dict[DayKey, DayBundle]:
     """The bundle each of these (app_id, day, device_id) last ran, when one is stored."""
     sql = (
         "SELECT app_id, day, device_id, platform, prod, bundle, bundle_at FROM adoption_device"
@@ -219,7 +195,7 @@ def day_bundles(conn: sqlite3.Connection, keys: set[DayKey]) -> dict[DayKey, Day
     return {row[:3]: row[3:] for row in _lookup(conn, sql, keys)}
 
 
-def seen_days(conn: sqlite3.Connection, keys: set[DayKey]) -> set[DayKey]:
+def seen_days(conn: Any, keys: set[DayKey]) -> set[DayKey]:
     """Which of these (app_id, day, device_id) already counted the device as active."""
     sql = (
         "SELECT app_id, day, device_id FROM device_day"
@@ -228,7 +204,7 @@ def seen_days(conn: sqlite3.Connection, keys: set[DayKey]) -> set[DayKey]:
     return set(_lookup(conn, sql, keys))
 
 
-def apply(conn: sqlite3.Connection, deltas: Deltas) -> None:
+def apply(conn: Any, deltas: Deltas) -> None:
     """Write deltas: add the counts (each key once, in key order), set the device states."""
     for table, counts in deltas.counts.items():
         changes = sorted((key, n) for key, n in counts.items() if n)

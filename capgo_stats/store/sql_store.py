@@ -1,0 +1,910 @@
+"""The queries every SQL store shares: written once, in SQL that SQLite and PostgreSQL both
+speak, with `?` for parameters (the PostgreSQL store translates them).
+
+A store for one database (sqlite.py, postgres.py) subclasses SQLStore and supplies what differs:
+connections and transactions, the schema and its migrations, how events are inserted and how
+the fold knows which events are next. Everything else, each read and write, is here once.
+"""
+
+from __future__ import annotations
+
+import abc
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
+
+import capgo_stats.store.fold_sql as folding
+from capgo_stats.counting import Deltas
+from capgo_stats.filters import Filters
+from capgo_stats.protocol import COLUMNS, DAY_MS, HOUR_MS, Refusal
+from capgo_stats.store.base import FoldFn, Store, StoreUnavailable, day_of
+from capgo_stats.store.segments import (
+    TIME_COLUMN,
+    UNIT_MS,
+    failure_segments,
+    time_segments,
+    uninstall_segments,
+)
+from capgo_stats.store.sql import (
+    FAILURE,
+    OLD_BUNDLE,
+    device_where,
+    event_where,
+    marks,
+    segment_where,
+)
+
+log = logging.getLogger("capgo_stats.store")
+UnfoldFn = Callable[[dict], Deltas]
+T = TypeVar("T")
+Conn = Any  # a DB-API connection taking `?` parameters (sqlite3's, or postgres.py's adapter)
+
+INSERT_EVENT = (
+    f"INSERT INTO event ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+    " ON CONFLICT DO NOTHING"
+)
+TALLY_REFUSAL = (
+    "INSERT INTO refusal (day, app_id, reason, action, count) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (day, app_id, reason, action) DO UPDATE SET count = count + excluded.count"
+)
+
+
+class SQLStore(Store):
+    """The shared queries of a SQL database; subclasses supply the hooks below."""
+
+    # The database's exceptions: any of them, raised by a read or a write, is StoreUnavailable.
+    errors: tuple[type[BaseException], ...] = ()
+
+    def __init__(self) -> None:
+        self._fault: str | None = None
+        self._lock = threading.Lock()
+
+    # -- what each database supplies ---------------------------------------------------------
+
+    @abc.abstractmethod
+    def connection(self, write: bool = False) -> AbstractContextManager[Conn]:
+        """Lend a connection (outside any transaction) for the block."""
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractContextManager[Conn]:
+        """A write transaction: committed when the block ends, rolled back when it raises."""
+
+    @abc.abstractmethod
+    def snapshot(self, conn: Conn) -> AbstractContextManager[None]:
+        """One read snapshot on `conn` for the block (several reads that must agree)."""
+
+    def _retry(self, attempt: Callable[[], T]) -> T:
+        """Run attempt(), waiting for locks the way this database needs (SQLite polls)."""
+        return attempt()
+
+    @abc.abstractmethod
+    def _insert_events(self, conn: Conn, rows: list[tuple]) -> None:
+        """Insert raw events (a resend: nothing) so that the fold will find them."""
+
+    @abc.abstractmethod
+    def _pending(self, conn: Conn) -> int:
+        """How many stored events the fold has not reached yet."""
+
+    @abc.abstractmethod
+    def _take_batch(self, conn: Conn, limit: int) -> list[tuple]:
+        """Inside the fold's transaction: the next `limit` events to fold (FOLD_COLUMNS, by id),
+        marked folded when the transaction commits. Only one fold at a time gets here."""
+
+    @abc.abstractmethod
+    def _folded_after(self, conn: Conn, after: int, limit: int) -> list[tuple]:
+        """The next `limit` events after id `after` that were folded already (for rebuild)."""
+
+    @abc.abstractmethod
+    def _folded_only(self) -> str:
+        """A condition on the event table that holds for folded events only (for prune)."""
+
+    def _after_delete(self, conn: Conn) -> None:
+        """What the fold's bookkeeping needs after events were deleted (nothing, by default)."""
+
+    @abc.abstractmethod
+    def _stream(self, conn: Conn, sql: str, params: list) -> Iterable[tuple]:
+        """The rows of a query as plain tuples, without holding them all in memory."""
+
+    def write(self, rows: list[tuple], refusals: Iterable[Refusal], now_ms: int) -> None:
+        """Store events and tally refusals in one transaction; StoreUnavailable if we cannot."""
+        tally: dict[tuple[str, str, str], int] = {}
+        for r in refusals:
+            key = (r.app_id, r.error, r.action)
+            tally[key] = tally.get(key, 0) + 1
+        try:
+            with self.transaction() as conn:
+                if rows:
+                    self._insert_events(conn, rows)
+                if tally:
+                    day = day_of(now_ms)
+                    tally = _capped(conn, day, tally)
+                    conn.executemany(TALLY_REFUSAL, [(day, *key, n) for key, n in tally.items()])
+        except self.errors as e:
+            self._report_fault(str(e))
+            raise StoreUnavailable(str(e)) from None
+        except StoreUnavailable as e:
+            self._report_fault(str(e))
+            raise
+        if self._fault:
+            self._report_recovery()
+
+    def forget_device(self, device_ids: list[str], custom_ids: list[str], unfold: UnfoldFn) -> int:
+        """Delete every event and per-device row of these devices; return how many events.
+
+        A device is matched by its device_id, or by a custom_id it sent in any of its events
+        (so its events from before the app set a custom_id go too). The rollups keep their
+        counts (they hold no device ids); the device counts lose the devices (`unfold` says
+        how). Every list is looked up in chunks, so any number of devices can be forgotten.
+        """
+        try:
+            with self.transaction() as conn:
+                devices = set(device_ids)
+                for chunk in _chunked(custom_ids):
+                    devices.update(
+                        row[0]
+                        for row in conn.execute(
+                            "SELECT DISTINCT device_id FROM event"
+                            f" WHERE custom_id IN ({marks(chunk)})",
+                            chunk,
+                        )
+                    )
+                states = {}
+                for chunk in _chunked(sorted(devices)):
+                    for app_id, device_id, *state in conn.execute(
+                        f"SELECT app_id, device_id, {', '.join(folding.DEVICE_COLUMNS)}"
+                        f" FROM device WHERE device_id IN ({marks(chunk)})",
+                        chunk,
+                    ):
+                        states[(app_id, device_id)] = tuple(state)
+                folding.apply(conn, unfold(states))
+                deleted = 0
+                for column, values in (("device_id", sorted(devices)), ("custom_id", custom_ids)):
+                    for chunk in _chunked(values):
+                        deleted += conn.execute(
+                            f"DELETE FROM event WHERE {column} IN ({marks(chunk)})", chunk
+                        ).rowcount
+                for table in ("device", "device_day", "version_device", "adoption_device"):
+                    for chunk in _chunked(sorted(devices)):
+                        conn.execute(
+                            f"DELETE FROM {table} WHERE device_id IN ({marks(chunk)})", chunk
+                        )
+                self._after_delete(conn)
+        except self.errors as e:
+            raise StoreUnavailable(str(e)) from None
+        return deleted
+
+    def claim(self, key: str, now_ms: int, every_ms: int) -> bool:
+        """Take `key` (a lease kept in meta) unless another process took it within every_ms."""
+        try:
+            with self.transaction() as conn:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, 0) ON CONFLICT DO NOTHING", (key,)
+                )
+                taken = conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = ? AND value <= ?",
+                    (now_ms, key, now_ms - every_ms),
+                ).rowcount
+        except self.errors as e:
+            raise StoreUnavailable(str(e)) from None
+        return taken == 1
+
+    def remember(self, key: str, value: int, replace: bool = False) -> int:
+        """Keep `value` under `key` in meta unless one is kept already (or `replace`)."""
+        keep = "DO UPDATE SET value = excluded.value" if replace else "DO NOTHING"
+        try:
+            with self.transaction() as conn:
+                conn.execute(
+                    f"INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) {keep}",
+                    (key, value),
+                )
+                return folding.position(conn, key)
+        except self.errors as e:
+            raise StoreUnavailable(str(e)) from None
+
+    # -- the fold ----------------------------------------------------------------------------
+
+    def pending(self) -> int:
+        """How many stored events the fold has not reached yet."""
+        try:
+            with self.connection() as conn:
+                return self._retry(lambda: self._pending(conn))
+        except self.errors as e:
+            raise StoreUnavailable(str(e)) from None
+
+    def fold(self, fold: FoldFn, limit: int = 5000) -> int:
+        """Fold the next `limit` events into the rollups, their deltas and the record of what
+        was folded in one transaction; return how many (0: nothing was pending)."""
+        try:
+            with self.transaction() as conn:
+                rows = self._take_batch(conn, limit)
+                if rows:
+                    folding.fold_batch(conn, fold, rows)
+        except self.errors as e:
+            raise StoreUnavailable(str(e)) from None
+        return len(rows)
+
+    def rebuild(self, fold: FoldFn, batch: int = 5000) -> tuple[int, int]:
+        """Recompute the rollups of the period still held as raw events, in one transaction.
+
+        Returns (events folded, pruned_before). Rows of days and hours before pruned_before (the
+        time before which `prune` deleted raw events) are kept as they are; so are the devices
+        first seen before it, which are folded again over their row rather than from nothing.
+        Only events folded already are folded again: those still pending are the next fold's.
+        """
+        try:
+            with self.transaction() as conn:
+                self._take_batch(conn, 0)  # the fold's lock: no fold runs beside a rebuild
+                since = folding.position(conn, "pruned_before")
+                floors = folding.clear_held_period(conn, since)
+                folded = after = 0
+                while rows := self._folded_after(conn, after, batch):
+                    deltas = folding.held_only(folding.fold_batch_deltas(conn, fold, rows), floors)
+                    folding.apply(conn, deltas)
+                    after = rows[-1][0]
+                    folded += len(rows)
+                folding.recount_devices(conn)
+        except self.errors as e:
+            raise StoreUnavailable(str(e)) from None
+        return folded, since
+
+    def _report_fault(self, message: str) -> None:
+        """Log a fault once, not once per request."""
+        with self._lock:
+            if message != self._fault:
+                self._fault = message
+                log.error("database cannot take writes (answering 503): %s", message)
+
+    def _report_recovery(self) -> None:
+        """Log that writes work again after a fault."""
+        with self._lock:
+            if self._fault:
+                log.warning("database takes writes again after: %s", self._fault)
+                self._fault = None
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
+        """Run a read query and return its rows as dicts."""
+        with self.connection() as conn:
+            return self._retry(lambda: _dicts(conn.execute(sql, tuple(params))))
+
+    def counts(self, filters: Filters) -> list[dict]:
+        """Event counts grouped by app and action, biggest first (from the rollups)."""
+        totals: dict[tuple[str, str], int] = {}
+        for table, lo, hi in time_segments(filters.since, filters.until):
+            where, params = segment_where(table, filters, lo, hi)
+            count = "count(*)" if table == "event" else "sum(count)"
+            for row in self.query(
+                f"SELECT app_id, action, {count} AS n FROM {table} WHERE {where}"
+                " GROUP BY app_id, action",
+                params,
+            ):
+                key = (row["app_id"], row["action"])
+                totals[key] = totals.get(key, 0) + row["n"]
+        ordered = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [{"app_id": a, "action": b, "count": n} for (a, b), n in ordered]
+
+    # -- insights: the reads behind reports.py ---------------------------------------------
+    # Each reads rollups over the pieces time_segments() gives; raw events only for the ragged
+    # edges of a range and for the drill-down lists (events_page).
+
+    def totals(self, filters: Filters, prod_only: bool) -> list[dict]:
+        """Events per (bundle, action) over [since, until), with their first and last time.
+
+        `first`/`last` are epoch ms: the start of the first and last day or hour that held such
+        an event (exact where a ragged edge came from raw events).
+        """
+        found: dict[tuple[str, str], dict] = {}
+        for table, lo, hi in time_segments(filters.since, filters.until):
+            where, params = segment_where(table, filters, lo, hi, prod_only)
+            column, unit = TIME_COLUMN[table], UNIT_MS[table]
+            count = "count(*)" if table == "event" else "sum(count)"
+            for row in self.query(
+                f"SELECT bundle, action, {count} AS n, min({column}) AS lo, max({column}) AS hi"
+                f" FROM {table} WHERE {where} GROUP BY bundle, action",
+                params,
+            ):
+                key = (row["bundle"], row["action"])
+                first, last = row["lo"] * unit, row["hi"] * unit
+                if key in found:
+                    seen = found[key]
+                    seen["n"] += row["n"]
+                    seen["first"], seen["last"] = min(seen["first"], first), max(seen["last"], last)
+                else:
+                    found[key] = {"bundle": key[0], "action": key[1], "n": row["n"]}
+                    found[key].update(first=first, last=last)
+        return list(found.values())
+
+    def failure_totals(self, filters: Filters, prod_only: bool) -> list[dict]:
+        """Failure events (action ending in _fail) over [since, until), by every breakdown.
+
+        Grouped by action, bundle, platform, plugin_version and version_os ('' when not sent),
+        so reports.py can leave out legacy download_fail before adding up.
+        """
+        found: dict[tuple, int] = {}
+        for table, lo, hi in failure_segments(filters.since, filters.until):
+            where, params = segment_where(table, filters, lo, hi, prod_only)
+            if table == "event":
+                where += f" AND {FAILURE}"
+            count = "count(*)" if table == "event" else "sum(count)"
+            for row in self._rows(
+                f"SELECT action, bundle, platform, coalesce(plugin_version, ''),"
+                f" coalesce(version_os, ''), {count} FROM {table} WHERE {where}"
+                " GROUP BY 1, 2, 3, 4, 5",
+                params,
+            ):
+                found[row[:5]] = found.get(row[:5], 0) + row[5]
+        names = ("action", "bundle", "platform", "plugin_version", "version_os")
+        return [{**dict(zip(names, key, strict=True)), "n": n} for key, n in found.items()]
+
+    def uninstall_totals(self, filters: Filters, prod_only: bool) -> dict[str, int]:
+        """Uninstalls per replaced bundle over [since, until) (uninstall_day, raw edges)."""
+        found: dict[str, int] = {}
+        for table, lo, hi in uninstall_segments(filters.since, filters.until):
+            where, params = segment_where(table, filters, lo, hi, prod_only)
+            if table == "event":
+                sql = (
+                    f"SELECT {OLD_BUNDLE} AS bundle, count(*) AS n FROM event WHERE {where}"
+                    f" AND action = 'set' AND {OLD_BUNDLE} <> '' AND {OLD_BUNDLE} <> bundle"
+                    " GROUP BY 1"
+                )
+            else:
+                sql = f"SELECT bundle, sum(count) AS n FROM {table} WHERE {where} GROUP BY 1"
+            for row in self.query(sql, params):
+                found[row["bundle"]] = found.get(row["bundle"], 0) + row["n"]
+        return found
+
+    def device_bundles(self, filters: Filters, prod_only: bool) -> dict[str | None, int]:
+        """How many devices currently run each bundle (None: no bundle reported yet)."""
+        where, params = device_where(filters, prod_only)
+        rows = self._rows(
+            f"SELECT nullif(bundle, ''), sum(devices) FROM device_bundle WHERE {where}"
+            " GROUP BY bundle HAVING sum(devices) > 0",
+            params,
+        )
+        return dict(rows)
+
+    def outcome_totals(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], int]:
+        """Devices per (bundle, outcome) over all stored history (outcome_devices)."""
+        return self._devices_by("outcome_devices", "outcome", *device_where(filters, prod_only))
+
+    def reach_totals(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], int]:
+        """Devices per (bundle, kind) whose first event running it ('active') or first issue on
+        it ('issue') fell on a UTC day touching [since, until) (reach_day)."""
+        return self._devices_by("reach_day", "kind", *_day_where(filters, prod_only))
+
+    def _devices_by(
+        self, table: str, column: str, where: str, params: list
+    ) -> dict[tuple[str, str], int]:
+        """Devices per (bundle, column) of a table of device counts, over the rows of `where`."""
+        rows = self._rows(
+            f"SELECT bundle, {column}, sum(devices) FROM {table} WHERE {where}"
+            " GROUP BY 1, 2 HAVING sum(devices) > 0",
+            params,
+        )
+        return {(bundle, value): n for bundle, value, n in rows}
+
+    def histograms(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], dict]:
+        """Samples per (bundle, 'launch' or 'install') and bucket, days touching the range."""
+        where, params = _day_where(filters, prod_only)
+        found: dict[tuple[str, str], dict] = {}
+        for metric, table, count in HISTOGRAMS:
+            for bundle, bucket, n in self._rows(
+                f"SELECT bundle, bucket, sum({count}) FROM {table} WHERE {where}"
+                f" GROUP BY 1, 2 HAVING sum({count}) > 0",
+                params,
+            ):
+                found.setdefault((bundle, metric), {})[bucket] = n
+        return found
+
+    def active_since(self, filters: Filters, prod_only: bool, since: list[int]) -> list[int]:
+        """For each hour in `since` (ms, whole hours), how many devices were last seen in it
+        or later."""
+        where, params = device_where(filters, prod_only)
+        hours = [start // HOUR_MS for start in since]
+        since_hour = "coalesce(sum(CASE WHEN hour >= ? THEN devices ELSE 0 END), 0)"
+        sums = ", ".join(since_hour for _ in hours)
+        [row] = self._rows(
+            f"SELECT {sums} FROM device_hour WHERE {where} AND hour >= ?",
+            [*hours, *params, min(hours, default=0)],
+        )
+        return list(row)
+
+    def newest_event(self, app_id: str) -> int | None:
+        """The event time of the app's newest event, or None when it has none.
+
+        One probe of the (app_id, at) index: the newest raw event outlives any prune. Only when
+        every raw event is gone does it fall back to the newest hour in rollup_hour.
+        """
+        [(newest,)] = self._rows("SELECT max(at) FROM event WHERE app_id = ?", (app_id,))
+        if newest is None:
+            [(hour,)] = self._rows("SELECT max(hour) FROM rollup_hour WHERE app_id = ?", (app_id,))
+            newest = None if hour is None else hour * HOUR_MS
+        return newest
+
+    def app_ids(self, limit: int | None = None) -> list[str]:
+        """The apps with at least one stored event (the first `limit`), hopping along the
+        device index."""
+        apps: list[str] = []
+        while limit is None or len(apps) < limit:
+            after = apps[-1] if apps else ""
+            row = self._rows(
+                "SELECT app_id FROM device WHERE app_id > ? ORDER BY app_id LIMIT 1", (after,)
+            )
+            if not row:
+                return apps
+            apps.append(row[0][0])
+        return apps
+
+    def top_apps(self, limit: int) -> list[str]:
+        """The `limit` apps with the most events (rollup_day), most first, then by app_id: a
+        bounded answer however many apps send."""
+        top = self._rows(
+            "SELECT app_id FROM rollup_day GROUP BY app_id ORDER BY sum(count) DESC, app_id"
+            " LIMIT ?",
+            (limit,),
+        )
+        return [app_id for (app_id,) in top]
+
+    def app_count(self) -> int:
+        """How many apps have events (in rollup_day)."""
+        [(count,)] = self._rows(
+            "SELECT count(*) FROM (SELECT DISTINCT app_id FROM rollup_day) AS apps"
+        )
+        return count
+
+    def series(
+        self, filters: Filters, interval: str, lo: int, hi: int, prod_only: bool, actions: list[str]
+    ) -> list[dict]:
+        """Counts per (bucket, action, bundle) of whole days or hours lo..hi-1 of some actions."""
+        table = {"day": "rollup_day", "hour": "rollup_hour"}[interval]
+        where, params = segment_where(table, filters, lo, hi, prod_only)
+        return self.query(
+            f"SELECT {TIME_COLUMN[table]} AS bucket, action, bundle, sum(count) AS n"
+            f" FROM {table} WHERE {where} AND action IN ({marks(actions)}) GROUP BY 1, 2, 3",
+            [*params, *actions],
+        )
+
+    def failure_series(
+        self, filters: Filters, interval: str, lo: int, hi: int, prod_only: bool
+    ) -> list[dict]:
+        """Failure counts per (bucket, action, platform, plugin_version), days or hours lo..hi-1."""
+        table = {"day": "failure_day", "hour": "failure_hour"}[interval]
+        where, params = segment_where(table, filters, lo, hi, prod_only)
+        return self.query(
+            f"SELECT {TIME_COLUMN[table]} AS bucket, action, platform, plugin_version,"
+            f" sum(count) AS n FROM {table} WHERE {where} GROUP BY 1, 2, 3, 4",
+            params,
+        )
+
+    def active_series(self, app_id: str, lo: int, hi: int, prod_only: bool) -> dict[int, int]:
+        """Distinct devices per day lo..hi-1 (day numbers) from active_day."""
+        prod = " AND prod = 1" if prod_only else ""
+        rows = self._rows(
+            "SELECT day, sum(devices) FROM active_day WHERE app_id = ? AND day >= ? AND day < ?"
+            f"{prod} GROUP BY day",
+            (app_id, lo, hi),
+        )
+        return dict(rows)
+
+    def adoption_series(
+        self, filters: Filters, lo: int, hi: int, prod_only: bool
+    ) -> list[tuple[int, str, int]]:
+        """(day, bundle, devices) for days lo..hi-1: devices by the bundle they last ran."""
+        where, params = device_where(filters, prod_only)
+        return self._rows(
+            f"SELECT day, bundle, sum(devices) FROM adoption_day WHERE {where}"
+            " AND day >= ? AND day < ? GROUP BY 1, 2 HAVING sum(devices) > 0",
+            [*params, lo, hi],
+        )
+
+    def refusals(self, filters: Filters, app_ids: list[str] | None, limit: int) -> dict:
+        """Refused-event tallies: the `limit` rows per (day, app, reason, action) of the newest
+        days, the `limit` biggest sums per (reason, action), how many of each, and the total.
+
+        `since`/`until` are epoch ms; a day is kept when any part of it is in the range.
+        """
+        clauses, params = ["1 = 1"], []
+        if app_ids is not None:
+            clauses.append(f"app_id IN ({marks(app_ids)})")
+            params += app_ids
+        if filters.action is not None:
+            clauses.append("action = ?")
+            params.append(filters.action)
+        if filters.since is not None:
+            clauses.append("day >= ?")
+            params.append(day_of(filters.since))
+        if filters.until is not None:
+            clauses.append("day <= ?")
+            params.append(day_of(filters.until - 1))
+        where = " AND ".join(clauses)
+        [(refused, row_count)] = self._rows(
+            f"SELECT coalesce(sum(count), 0), count(*) FROM refusal WHERE {where}", params
+        )
+        [(group_count,)] = self._rows(
+            f"SELECT count(*) FROM (SELECT DISTINCT reason, action FROM refusal WHERE {where})"
+            " AS pairs",
+            params,
+        )
+        rows = self.query(
+            f"SELECT day, app_id, reason, action, count FROM refusal WHERE {where}"
+            " ORDER BY day DESC, count DESC, app_id, reason, action LIMIT ?",
+            [*params, limit],
+        )
+        groups = self.query(
+            f"SELECT reason, action, sum(count) AS count FROM refusal WHERE {where}"
+            " GROUP BY reason, action ORDER BY 3 DESC, 1, 2 LIMIT ?",
+            [*params, limit],
+        )
+        return {
+            "refused": refused,
+            "rows": rows,
+            "row_count": row_count,
+            "by_reason_action": groups,
+            "group_count": group_count,
+        }
+
+    def event_keys(self, filters: Filters, limit: int, after: tuple[int, int] | None) -> list[dict]:
+        """The keys of matching raw events, newest first (by at, then id), after a cursor.
+
+        Without an app, device or custom id to follow an index, each app is read on its own
+        index and the pages are merged, so the list never sorts the whole table; beyond
+        MERGE_APPS apps, one scan with SQLite keeping the newest `limit` is cheaper than a
+        query per app. Keys only: the rows, metadata and all, come from events_by_id.
+        """
+        if any(getattr(filters, k) is not None for k in ("app_id", "device_id", "custom_id")):
+            return self._event_keys(filters, limit, after)
+        apps = self.app_ids(MERGE_APPS + 1)
+        if len(apps) > MERGE_APPS:
+            return self._event_keys(filters, limit, after)
+        page = min(limit, MERGE_PAGE)
+        merged = heapq.merge(
+            *(self._app_keys(filters.but(app_id=app_id), page, after) for app_id in apps),
+            key=lambda row: (row["at"], row["id"]),
+            reverse=True,
+        )
+        return list(itertools.islice(merged, limit))
+
+    def _app_keys(
+        self, filters: Filters, page: int, after: tuple[int, int] | None
+    ) -> Iterator[dict]:
+        """One app's event keys, newest first, read `page` at a time as the merge needs them."""
+        while True:
+            batch = self._event_keys(filters, page, after)
+            yield from batch
+            if len(batch) < page:
+                return
+            after = (batch[-1]["at"], batch[-1]["id"])
+
+    def _event_keys(
+        self, filters: Filters, limit: int, after: tuple[int, int] | None
+    ) -> list[dict]:
+        """One page of raw event keys (see event_keys)."""
+        where, params = event_where(filters)
+        if after is not None:
+            # at <= ? lets the (…, at) index bound the scan; the OR breaks ties by id.
+            where += " AND at <= ? AND (at < ? OR id < ?)"
+            params += [after[0], after[0], after[1]]
+        return self.query(
+            f"SELECT {', '.join(KEY_COLUMNS)} FROM event WHERE {where}"
+            " ORDER BY at DESC, id DESC LIMIT ?",
+            [*params, limit],
+        )
+
+    def events_by_id(self, ids: list[int], max_bytes: int) -> list[dict]:
+        """The raw events of these ids, in the order given, one row read at a time, stopping
+        after the row that takes the text read past max_bytes (so at least one row)."""
+        select = f"SELECT id, {', '.join(SHOWN)}, bundle FROM event WHERE id = ?"
+        found: list[dict] = []
+        read = 0
+        names = ("id", *SHOWN, "bundle")
+        with self.connection() as conn, self.snapshot(conn):  # one snapshot for the whole page
+            for event_id in ids:
+                row = self._retry(lambda i=event_id: conn.execute(select, (i,)).fetchone())
+                if row is None:  # deleted since its key was read (prune, forget-device)
+                    continue
+                found.append(dict(zip(names, row, strict=True)))
+                read += sum(len(value) for value in row if isinstance(value, str))
+                if read > max_bytes:
+                    break
+        return found
+
+    def device_states(self, filters: Filters) -> list[dict]:
+        """The device table's rows (latest state per app) for a device_id or a custom_id."""
+        if filters.device_id is not None:
+            ids = [filters.device_id]
+        else:
+            ids = [
+                row[0]
+                for row in self._rows(
+                    "SELECT DISTINCT device_id FROM event WHERE custom_id = ? LIMIT 100",
+                    (filters.custom_id,),
+                )
+            ]
+        if not ids:
+            return []
+        return self.query(
+            "SELECT app_id, device_id, first_seen, last_seen, platform, prod, bundle, bundle_at"
+            f" FROM device WHERE device_id IN ({marks(ids)}) ORDER BY last_seen DESC",
+            ids,
+        )
+
+    def device_page(
+        self, filters: Filters, prod: bool | None, limit: int, after: str | None
+    ) -> list[dict]:
+        """One app's devices (their latest state) by device id, after a device id.
+
+        filters: app_id (required), platform, since/until on last_seen, and version: the bundle
+        the device runs now ("unknown" also takes devices that never reported one).
+        """
+        clauses, params = ["app_id = ?"], [filters.app_id]
+        if filters.platform is not None:
+            clauses.append("platform = ?")
+            params.append(filters.platform)
+        for name, op in (("since", ">="), ("until", "<")):
+            if getattr(filters, name) is not None:
+                clauses.append(f"last_seen {op} ?")
+                params.append(getattr(filters, name))
+        if filters.version == "unknown":
+            clauses.append("(bundle IS NULL OR bundle IN ('', 'unknown'))")
+        elif filters.version is not None:
+            clauses.append("bundle = ?")
+            params.append(filters.version)
+        if prod is not None:
+            clauses.append("prod = ?")
+            params.append(int(prod))
+        if after is not None:
+            clauses.append("device_id > ?")
+            params.append(after)
+        return self.query(
+            "SELECT app_id, device_id, first_seen, last_seen, platform, prod, bundle, bundle_at"
+            f" FROM device WHERE {' AND '.join(clauses)} ORDER BY device_id LIMIT ?",
+            [*params, limit],
+        )
+
+    # -- alert state (flask alerts) ---------------------------------------------------------
+
+    def alert_states(self) -> set[tuple[str, str, str]]:
+        """The (app_id, version, condition) alerts sent that still held at the last check."""
+        return set(self._rows("SELECT app_id, version, condition FROM alert_state"))
+
+    def raise_alert(self, key: tuple[str, str, str], at: int) -> None:
+        """Record that an alert was sent."""
+        self._execute_write(
+            "INSERT INTO alert_state (app_id, version, condition, raised_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (app_id, version, condition)"
+            " DO UPDATE SET raised_at = excluded.raised_at",
+            (*key, at),
+        )
+
+    def clear_alerts(self, keys: list[tuple[str, str, str]]) -> None:
+        """Forget alerts whose condition no longer holds."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "DELETE FROM alert_state WHERE app_id = ? AND version = ? AND condition = ?", keys
+            )
+
+    # -- retention ---------------------------------------------------------------------------
+
+    def prune(self, before_ms: int, chunk: int = 5000) -> int:
+        """Delete folded raw events older than before_ms, a chunk per transaction; rollups stay.
+
+        Remembers before_ms as pruned_before (for rebuild): the raw events before it are gone.
+        """
+        deleted = 0
+        with self.transaction() as conn:
+            if before_ms > folding.position(conn, "pruned_before"):
+                folding.set_position(conn, before_ms, "pruned_before")
+        # Never an event the fold has not counted yet: it would be lost to the rollups.
+        folded = self._folded_only()
+        for app_id in self.app_ids():
+            while True:
+                with self.transaction() as conn:
+                    n = conn.execute(
+                        "DELETE FROM event WHERE id IN (SELECT id FROM event"
+                        f" WHERE app_id = ? AND at < ? AND {folded} LIMIT ?)",
+                        (app_id, before_ms, chunk),
+                    ).rowcount
+                    self._after_delete(conn)
+                deleted += n
+                if n < chunk:
+                    break
+                # A turn for the requests: under gunicorn's gevent workers this job shares the
+                # worker's event loop with them (gunicorn.conf.py), and 100,000 deletions held
+                # every request of the worker for 3 s, longer than `timeout` for a million.
+                # sleep(0) would not do: gevent runs no socket I/O for it.
+                time.sleep(0.001)
+        # device_day only stops a device being counted twice in a day; a late event can still
+        # arrive for any day inside the plausibility window, so keep those days.
+        oldest_day = min(before_ms, int(time.time() * 1000) - DEVICE_DAY_KEEP_MS) // DAY_MS
+        self._execute_write("DELETE FROM device_day WHERE day < ?", (oldest_day,))
+        self._execute_write("DELETE FROM adoption_device WHERE day < ?", (oldest_day,))
+        # Counts that devices moved out of stay behind at zero: nothing reads them.
+        self._execute_write("DELETE FROM device_bundle WHERE devices = 0")
+        self._execute_write("DELETE FROM device_hour WHERE devices = 0")
+        return deleted
+
+    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        """Run a read query and return plain tuples."""
+        with self.connection() as conn:
+            return self._retry(lambda: [tuple(row) for row in conn.execute(sql, tuple(params))])
+
+    def _execute_write(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """Run one write statement in its own transaction; return the rows it changed."""
+        with self.transaction() as conn:
+            return conn.execute(sql, tuple(params)).rowcount
+
+    # -- export, metrics and health (the ops routes and commands) -----------------------------
+
+    def iter_events(
+        self, filters: Filters, columns: Sequence[str], batch_size: int = 1000
+    ) -> Iterator[list[tuple]]:
+        """Yield the matching events by app, then oldest first, batch_size rows at a time, or
+        fewer once their text passes BATCH_BYTES (big metadata).
+
+        Each app's events are read in the order of the (app_id, at) index, so nothing is sorted
+        and memory stays flat, whatever the rows hold. One read transaction: a snapshot, held
+        (with its connection) until the last batch is taken or the generator is closed.
+        """
+        unknown = set(columns) - EVENT_COLUMNS
+        if unknown:
+            raise ValueError(f"not event columns: {sorted(unknown)}")
+        select = f"SELECT {', '.join(columns)} FROM event WHERE "
+        # The columns whose size a client decides (the rest are short, capped at ingest).
+        text = [i for i, name in enumerate(columns) if name in ("metadata",)]
+        with self.connection() as conn, self.snapshot(conn):
+            # The first read takes the snapshot (and may have to wait); later ones never wait.
+            apps = [filters.app_id] if filters.app_id else self._retry(lambda: _app_ids(conn))
+            for app_id in apps:
+                where, params = segment_where(
+                    "event",
+                    filters.but(app_id=app_id),
+                    filters.since,
+                    filters.until,
+                )
+                rows = self._stream(conn, select + where + " ORDER BY at, id", params)
+                yield from _batches(rows, batch_size, text)
+
+    def metrics(self) -> dict[str, Any]:
+        """The numbers of GET /metrics, from the rollups (docs/api.md defines them)."""
+
+        def read(conn: Conn) -> tuple[list, list, list]:
+            with self.snapshot(conn):  # one snapshot for the three reads
+                # The top apps by events by name, the others as one: label values stay
+                # bounded however many app ids clients make up.
+                top = (
+                    "WITH top AS (SELECT app_id FROM rollup_day GROUP BY app_id"
+                    " ORDER BY sum(count) DESC, app_id LIMIT ?)"
+                    " SELECT CASE WHEN app_id IN (SELECT app_id FROM top) THEN app_id ELSE ?"
+                    " END AS app"
+                )
+                return (
+                    conn.execute(
+                        f"{top}, action, sum(count) FROM rollup_day"
+                        " GROUP BY app, action ORDER BY app, action",
+                        (METRICS_APPS, OTHER_APPS),
+                    ).fetchall(),
+                    conn.execute(
+                        "SELECT reason, sum(count) FROM refusal GROUP BY reason ORDER BY reason",
+                        (),
+                    ).fetchall(),
+                    conn.execute(
+                        f"{top}, max(last_seen) FROM device GROUP BY app ORDER BY app",
+                        (METRICS_APPS, OTHER_APPS),
+                    ).fetchall(),
+                )
+
+        with self.connection() as conn:
+            events, refused, last = self._retry(lambda: read(conn))
+        return {
+            "events": [tuple(row) for row in events],
+            "refused": [tuple(row) for row in refused],
+            "last_event_ms": [tuple(row) for row in last],
+            "size_bytes": self.size_bytes(),
+        }
+
+
+# Every column of the event table, generated ones included; those an event shows in the API
+# (the fingerprint is only the dedupe key).
+EVENT_COLUMNS = frozenset(("id", *COLUMNS, "bundle"))
+SHOWN = COLUMNS[: COLUMNS.index("fingerprint")]
+# What a page of events is chosen by (its order, and the legacy download_fail rule).
+KEY_COLUMNS = ("id", "at", "action", "platform", "plugin_version")
+METRICS_APPS = 100  # apps /metrics names; the others are summed under OTHER_APPS
+OTHER_APPS = "_other"
+MERGE_APPS = 100  # event_keys merges one indexed page per app up to this many apps
+MERGE_PAGE = 100  # keys read from one app at a time while merging
+
+
+HISTOGRAMS = (("launch", "launch_day", "count"), ("install", "install_day", "devices"))
+
+
+def _day_where(filters: Filters, prod_only: bool) -> tuple[str, list]:
+    """WHERE on a per-day table: the app, platform, prod, and the UTC days touching the range."""
+    where, params = device_where(filters, prod_only)
+    if filters.since is not None:
+        where += " AND day >= ?"
+        params.append(filters.since // DAY_MS)
+    if filters.until is not None:
+        where += " AND day < ?"
+        params.append(-(-filters.until // DAY_MS))
+    return where, params
+
+
+def _chunked(values: list[str]) -> Iterator[list[str]]:
+    """The values in lists of at most folding.CHUNK, for IN (...) lists of any length."""
+    for start in range(0, len(values), folding.CHUNK):
+        yield values[start : start + folding.CHUNK]
+
+
+# A day's refusal tally keeps this many (app, reason, action) rows; a new one beyond it is
+# tallied under (OTHER_REFUSED, reason, OTHER_REFUSED): clients choose the app and action
+# names they send, and could otherwise grow the tally, and every read of it, without bound.
+REFUSAL_ROWS_PER_DAY = 1000
+OTHER_REFUSED = "(other)"
+
+
+def _capped(
+    conn: Conn, day: str, tally: dict[tuple[str, str, str], int]
+) -> dict[tuple[str, str, str], int]:
+    """The tally of one write, with new rows past the day's REFUSAL_ROWS_PER_DAY folded into
+    (OTHER_REFUSED, reason, OTHER_REFUSED); rows the day already has keep counting."""
+    [(rows,)] = conn.execute("SELECT count(*) FROM refusal WHERE day = ?", (day,)).fetchall()
+    if rows + len(tally) <= REFUSAL_ROWS_PER_DAY:
+        return tally
+    capped: dict[tuple[str, str, str], int] = {}
+    for key, n in tally.items():
+        known = conn.execute(
+            "SELECT 1 FROM refusal WHERE day = ? AND app_id = ? AND reason = ? AND action = ?",
+            (day, *key),
+        ).fetchone()
+        if known is None and key[0] != OTHER_REFUSED:
+            if rows < REFUSAL_ROWS_PER_DAY:
+                rows += 1
+            else:
+                key = (OTHER_REFUSED, key[1], OTHER_REFUSED)
+        capped[key] = capped.get(key, 0) + n
+    return capped
+
+
+BATCH_BYTES = 2 * 1024 * 1024  # text of a client-sized column one export batch holds at most
+
+
+def _batches(rows: Iterable[tuple], size: int, text: list[int]) -> Iterator[list[tuple]]:
+    """Rows in lists of `size`, or fewer once the `text` columns pass BATCH_BYTES."""
+    batch: list[tuple] = []
+    read = 0
+    for row in rows:
+        batch.append(row)
+        read += sum(len(row[i] or "") for i in text)
+        if len(batch) >= size or read > BATCH_BYTES:
+            yield batch
+            batch, read = [], 0
+    if batch:
+        yield batch
+
+
+def _dicts(cursor: Any) -> list[dict]:
+    """A cursor's rows as dicts by column name."""
+    names = [column[0] for column in cursor.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in cursor]
+
+
+def _app_ids(conn: Conn) -> list[str]:
+    """Every app_id in the event table, one index seek per app (a loose index scan)."""
+    return [
+        app_id
+        for (app_id,) in conn.execute(
+            "WITH RECURSIVE app(id) AS (SELECT min(app_id) FROM event UNION ALL"
+            " SELECT (SELECT min(app_id) FROM event WHERE app_id > app.id) FROM app"
+            " WHERE app.id IS NOT NULL) SELECT id FROM app WHERE id IS NOT NULL"
+        )
+    ]
+
+
+DEVICE_DAY_KEEP_MS = 367 * DAY_MS  # events.PLAUSIBLE_PAST_MS, and a day to spare
