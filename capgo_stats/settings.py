@@ -13,6 +13,8 @@ from typing import Any
 
 DEFAULTS: dict[str, Any] = {
     "STATS_DB": "stats.db",
+    "STATS_DATABASE_URL": "",
+    "STATS_PG_POOL_SIZE": 8,
     "STATS_EXTRA_ACTIONS": "",
     "STATS_MAX_BODY": 4 * 1024 * 1024,
     "STATS_BUSY_TIMEOUT_MS": 5000,
@@ -44,6 +46,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MIN_MAX_BODY = 256 * 1024
 # The numeric settings a negative value means nothing for: refused rather than guessed at.
 NOT_NEGATIVE = ("STATS_BUSY_TIMEOUT_MS", "STATS_RETENTION_DAYS", "STATS_MAX_DB_MB")
+URL_SCHEMES = ("postgresql://", "postgres://")
 
 
 class SettingError(ValueError):
@@ -126,6 +129,7 @@ def load(test_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
 def check(settings: dict[str, Any]) -> None:
     """Refuse values the server cannot run with, or would lose data with; normalise the rest."""
     _check_numbers(settings)
+    _check_database(settings)
     _check_log_level(settings)
     alert_limits(settings)  # refused here, before any database is touched
 
@@ -145,6 +149,25 @@ def _check_numbers(settings: dict[str, Any]) -> None:
             f" STATS_MAX_BODY to {MIN_MAX_BODY} or more (256 KiB), or leave it unset for the"
             f" default, {DEFAULTS['STATS_MAX_BODY']}."
         )
+
+
+def _check_database(settings: dict[str, Any]) -> None:
+    """Refuse a STATS_DATABASE_URL that is not PostgreSQL's, and SQLite-only settings with it."""
+    url = settings["STATS_DATABASE_URL"] = str(settings["STATS_DATABASE_URL"]).strip()
+    if not url:
+        return
+    if not url.lower().startswith(URL_SCHEMES):
+        raise SettingError(
+            "STATS_DATABASE_URL must be a PostgreSQL URL (postgresql://user:password@host:port/"
+            "database); leave it unset to keep the SQLite file at STATS_DB."
+        )
+    if settings["STATS_MAX_DB_MB"]:
+        raise SettingError(
+            "STATS_MAX_DB_MB caps a SQLite file and does nothing on PostgreSQL: unset it, and"
+            " cap the database's size on the PostgreSQL server instead."
+        )
+    if settings["STATS_PG_POOL_SIZE"] < 1:
+        raise SettingError("STATS_PG_POOL_SIZE must be 1 or more (connections per process).")
 
 
 def _check_log_level(settings: dict[str, Any]) -> None:

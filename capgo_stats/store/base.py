@@ -25,6 +25,10 @@ class StoreUnavailable(Exception):
     """The database cannot answer or take the write now (locked, full, read-only or missing)."""
 
 
+class SchemaTooNew(RuntimeError):
+    """A database of a newer schema than this code knows: refused at start, left untouched."""
+
+
 def day_of(ms: int) -> str:
     """The UTC calendar day of an epoch-milliseconds time, as YYYY-MM-DD."""
     return time.strftime("%Y-%m-%d", time.gmtime(ms // 1000))

@@ -247,5 +247,6 @@ def _add_sql(table: str) -> str:
     columns = ", ".join((*keys, count))
     return (
         f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * (len(keys) + 1))})"
-        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {count} = {count} + excluded.{count}"
+        f" ON CONFLICT ({', '.join(keys)})"
+        f" DO UPDATE SET {count} = {table}.{count} + excluded.{count}"
     )

@@ -50,7 +50,8 @@ INSERT_EVENT = (
 )
 TALLY_REFUSAL = (
     "INSERT INTO refusal (day, app_id, reason, action, count) VALUES (?, ?, ?, ?, ?)"
-    " ON CONFLICT (day, app_id, reason, action) DO UPDATE SET count = count + excluded.count"
+    " ON CONFLICT (day, app_id, reason, action)"
+    " DO UPDATE SET count = refusal.count + excluded.count"
 )
 
 

@@ -10,16 +10,12 @@ from pathlib import Path
 
 import capgo_stats.store.fold_sql as folding
 from capgo_stats.protocol import COLUMNS, SENT, fingerprint
-from capgo_stats.store.base import FoldFn
+from capgo_stats.store.base import FoldFn, SchemaTooNew
 
 SCHEMA = Path(__file__).resolve().parents[2] / "schema.sql"
 SCHEMA_VERSION = 5
 
 log = logging.getLogger("capgo_stats.store")
-
-
-class SchemaTooNew(RuntimeError):
-    """A database of a newer schema than this code knows: refused at start, left untouched."""
 
 
 def version(conn: sqlite3.Connection) -> int:
