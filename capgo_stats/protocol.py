@@ -149,7 +149,10 @@ def _short(e: Exception) -> str:
 
 
 def _text_ok(value: str) -> bool:
-    """True when a string can be stored as UTF-8 (no lone surrogates)."""
+    """True when a string can be stored as text on every store: UTF-8 (no lone surrogates) and
+    no NUL character (PostgreSQL's text cannot hold one)."""
+    if "\x00" in value:
+        return False
     if value.isascii():
         return True
     try:
@@ -171,7 +174,7 @@ def _check_string(name: str, value: Any, limit: int) -> str | None:
     if len(value) > limit:
         return f'"{name}" is {len(value)} characters long; the limit is {limit}.'
     if not _text_ok(value):
-        return f'"{name}" is not valid Unicode text.'
+        return f'"{name}" is not valid text (a NUL character or a lone surrogate).'
     return None
 
 

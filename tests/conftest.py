@@ -1,7 +1,33 @@
+import os
+
 import pytest
 
 from app import create_app
 from capgo_stats import fold
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "sqlite_only: about the SQLite file itself (its path, pragmas, old schemas)"
+    )
+
+
+def pytest_generate_tests(metafunc):
+    """Every test that touches storage (through the `database` fixture) runs on each store.
+
+    The quick loop (-m "not slow") runs them on SQLite, and on PostgreSQL those of
+    test_postgres.py; the whole suite runs every one on both (a PostgreSQL round trip costs
+    more than a SQLite call, and twice the tests would not fit the quick loop's minute).
+    """
+    if "store_kind" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("sqlite_only"):
+        kinds = ["sqlite"]
+    elif metafunc.module.__name__.endswith("test_postgres"):
+        kinds = ["postgres"]
+    else:
+        kinds = ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)]
+    metafunc.parametrize("store_kind", kinds, indirect=True)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -13,11 +39,56 @@ def no_background_fold():
         yield
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster for the session. Without PostgreSQL installed its tests
+    skip, except in CI (CI=true), where they must run."""
+    from support.postgres import Cluster
+
+    try:
+        cluster = Cluster()
+    except (FileNotFoundError, KeyError) as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PostgreSQL tests, but: {e}")
+        pytest.skip(f"PostgreSQL is not installed here ({e}); CI runs these")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres):
+    """The URL of the session's test database, its schema made once."""
+    url = postgres.create_database("capgo_stats_test")
+    create_app({"TESTING": True, "STATS_DATABASE_URL": url}).extensions["store"].close()
+    return url
+
+
 @pytest.fixture
-def app(tmp_path):
+def store_kind(request):
+    """Which store the test runs on: "sqlite" or "postgres" (parametrized)."""
+    return request.param
+
+
+@pytest.fixture
+def database(request, store_kind, tmp_path):
+    """The settings of a fresh, empty database of the test's store."""
+    if store_kind == "sqlite":
+        return {"STATS_DB": str(tmp_path / "stats.db")}
+    from support.postgres import empty
+
+    url = request.getfixturevalue("postgres_url")
+    empty(url)
+    return {"STATS_DATABASE_URL": url, "STATS_DB": str(tmp_path / "stats.db")}
+
+
+@pytest.fixture
+def app(database):
     """A new app on a fresh database for each test."""
-    app = create_app({"TESTING": True, "STATS_DB": str(tmp_path / "stats.db")})
+    app = create_app({"TESTING": True, **database})
     yield app
+    close = getattr(app.extensions["store"], "close", None)
+    if close:
+        close()
 
 
 @pytest.fixture

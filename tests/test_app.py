@@ -69,6 +69,7 @@ def test_the_default_database_is_stats_db_in_the_working_directory(tmp_path, mon
     assert (tmp_path / "stats.db").exists()
 
 
+@pytest.mark.sqlite_only
 def test_the_database_is_created_on_first_use_with_its_schema_version(app):
     from capgo_stats.store.sqlite_migrations import SCHEMA_VERSION
 
@@ -77,6 +78,7 @@ def test_the_database_is_created_on_first_use_with_its_schema_version(app):
     assert store.query("PRAGMA journal_mode") == [{"journal_mode": "wal"}]
 
 
+@pytest.mark.sqlite_only
 def test_schema_sql_applied_twice_does_no_harm(app, client):
     from capgo_stats.store.sqlite_migrations import SCHEMA
 

@@ -220,6 +220,7 @@ def _link(tmp, name, make):
     return tmp / name
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("spelling", LIVE_SPELLINGS)
 def test_export_out_onto_the_live_database_exits_2_and_leaves_it_whole(
     app, runner, seeded, tmp_path, monkeypatch, spelling
@@ -279,6 +280,7 @@ def test_events_csv_with_a_bad_filter_is_a_400_json_error(client):
     assert response.json["error"] == "invalid_filter"
 
 
+@pytest.mark.sqlite_only
 def test_events_csv_on_a_missing_database_is_an_error_not_a_cut_file(app, client):
     Path(app.config["STATS_DB"]).unlink()
     app.testing = False  # as in production: the error is answered, not raised into the test

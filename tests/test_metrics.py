@@ -82,6 +82,7 @@ def test_metrics_counters_do_not_drop_when_old_raw_events_are_pruned(app, client
     assert before['capgo_stats_events_total{app_id="com.example.app",action="set"}'] == 4
 
 
+@pytest.mark.sqlite_only
 def test_metrics_give_the_database_size_on_disk(app, client):
     client.post("/stats", json=event())
     samples = scrape(client)
@@ -136,6 +137,7 @@ def test_metrics_is_a_plain_get_route_so_the_read_token_rule_covers_it(app):
 # -- /healthz ------------------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only
 def test_healthz_is_ok_when_the_database_takes_writes(client, rows):
     response = client.get("/healthz")
     assert response.status_code == 200

@@ -187,6 +187,7 @@ def test_forget_device_also_deletes_its_rows_in_the_per_device_tables(app, clien
     assert store.query("SELECT sum(count) AS n FROM rollup_day") == [{"n": 3}]
 
 
+@pytest.mark.sqlite_only
 def test_forget_device_deletes_a_custom_id_claimed_by_more_devices_than_sqlite_takes_variables(
     app, runner, rows, monkeypatch
 ):

@@ -33,6 +33,7 @@ from capgo_stats.protocol import COLUMNS
 from capgo_stats.store.base import StoreUnavailable
 from capgo_stats.store.sql_store import SQLStore
 
+FETCH_BYTES = 1024 * 1024  # text an export's fetch from a server-side cursor aims at
 FOLD_LOCK = 0x6361_7067_6F00_0002  # pg_advisory_xact_lock key: "capgo", the fold
 # The event columns' types, for the arrays one INSERT ... SELECT FROM unnest(...) takes.
 INTEGERS = {"at", "received_at", "device_ts", "is_emulator", "is_prod", "fingerprint"}
@@ -258,12 +259,16 @@ class PostgresStore(SQLStore):
         """Folded events are those whose id left the fold queue."""
         return "NOT EXISTS (SELECT 1 FROM fold_queue WHERE fold_queue.id = event.id)"
 
-    def _stream(self, conn: _Conn, sql: str, params: list) -> Iterable[tuple]:
-        """A server-side cursor over the query, fetched 1,000 rows at a time."""
-        cursor = conn.raw.cursor(name=f"capgo_stats_{next(self._cursor_names)}")
-        cursor.itersize = 1000
-        cursor.execute(_pg(sql), tuple(params))
-        return cursor
+    def _stream(self, conn: _Conn, sql: str, params: list) -> Iterator[tuple]:
+        """The rows of a server-side cursor, closed when done, fetched FETCH_BYTES at a time:
+        as many rows per round trip as fit, so a page of big rows stays small in memory."""
+        size = 10  # then as many as the rows so far say fit
+        with conn.raw.cursor(name=f"capgo_stats_{next(self._cursor_names)}") as cursor:
+            cursor.execute(_pg(sql), tuple(params))
+            while rows := cursor.fetchmany(size):
+                yield from rows
+                read = sum(len(value) for row in rows for value in row if isinstance(value, str))
+                size = max(1, min(1000, size * FETCH_BYTES // max(read, 1)))
 
     # -- health ------------------------------------------------------------------------------
 
