@@ -16,7 +16,8 @@ from capgo_stats.errors import ApiError
 from capgo_stats.filters import Filters
 from capgo_stats.protocol import DAY_MS, now_ms, stored_id
 from capgo_stats.render import export
-from capgo_stats.store import Store, StoreUnavailable, day_of
+from capgo_stats.store import PostgresStore, SQLiteStore, Store, StoreUnavailable, day_of
+from capgo_stats.store.copy import CopyRefused, copy_sqlite_to_postgres
 
 
 @click.command("init-db")
@@ -408,6 +409,48 @@ def _read_store() -> Store:
     return store
 
 
+@click.command("copy-db")
+@click.option(
+    "--to",
+    "url",
+    required=True,
+    help="An empty PostgreSQL database: postgresql://user:password@host:port/database.",
+)
+@with_appcontext
+def copy_db_command(url: str) -> None:
+    """Copy the SQLite database at STATS_DB into an empty PostgreSQL database, history and all.
+
+    \b
+    Example:
+      flask copy-db --to postgresql://capgo:secret@db.internal:5432/capgo_stats
+    """
+    path = current_app.config["STATS_DB"]
+    if not os.path.exists(path):
+        raise click.ClickException(f"There is no SQLite database at {path} (STATS_DB) to copy.")
+    store = _store()
+    source = store if isinstance(store, SQLiteStore) else SQLiteStore(path)
+    source.ensure_schema()  # any older schema this code reads, brought up to date first
+    target = PostgresStore(url.strip(), pool_size=2, statement_timeout_ms=0)
+    try:
+        copied = copy_sqlite_to_postgres(
+            source, target, lambda table, n: click.echo(f"  {table}: {n} rows")
+        )
+    except CopyRefused as e:
+        raise click.ClickException(str(e)) from None
+    except StoreUnavailable as e:
+        raise click.ClickException(f"Cannot reach {target.path}: {e}") from None
+    finally:
+        target.close()
+    if copied["(values without NUL)"]:
+        click.echo(f"  {copied['(values without NUL)']} text values lost a NUL character.")
+    click.echo(
+        f"Copied {copied['event']} events and every rollup from {source.path} to {target.path};"
+        f" every table holds as many rows as in SQLite, and {copied['(pending events)']} events"
+        " wait for PostgreSQL's fold. To switch, stop the server, set"
+        f" STATS_DATABASE_URL={target.path} (with its password) and start it again."
+    )
+
+
 def init_app(app: Flask) -> None:
     """Register the commands on the app."""
     app.cli.add_command(init_db_command)
@@ -420,3 +463,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(make_example_command)
     app.cli.add_command(fold_command)
     app.cli.add_command(rebuild_rollups_command)
+    app.cli.add_command(copy_db_command)

@@ -86,9 +86,7 @@ def app(database):
     """A new app on a fresh database for each test."""
     app = create_app({"TESTING": True, **database})
     yield app
-    close = getattr(app.extensions["store"], "close", None)
-    if close:
-        close()
+    app.extensions["store"].close()
 
 
 @pytest.fixture

@@ -37,5 +37,9 @@ def open_store(settings: Mapping[str, Any]) -> Store:
             durable=settings["STATS_DURABLE"],
             max_mb=settings["STATS_MAX_DB_MB"],
         )
-    store.ensure_schema()
+    try:
+        store.ensure_schema()
+    except BaseException:
+        store.close()
+        raise
     return store

@@ -46,6 +46,10 @@ class Store(abc.ABC):
         """Create the database when new, or migrate it to the current schema."""
 
     @abc.abstractmethod
+    def close(self) -> None:
+        """Close this process's connections (a later call opens new ones)."""
+
+    @abc.abstractmethod
     def reset(self) -> None:
         """Drop every table and create the schema again (all data is lost)."""
 

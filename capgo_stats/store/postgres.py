@@ -197,7 +197,7 @@ class PostgresStore(SQLStore):
             with self.transaction() as conn:
                 migrations.migrate(conn, self.path)
         except psycopg.Error as e:
-            raise RuntimeError(f"cannot open the database at {self.path}: {e}") from None
+            raise StoreUnavailable(f"cannot open the database at {self.path}: {e}") from None
 
     def reset(self) -> None:
         """Drop our tables and create the schema again (all data is lost)."""
@@ -208,13 +208,17 @@ class PostgresStore(SQLStore):
 
     def is_empty(self) -> bool:
         """True when the database holds none of our tables, or ours without a row."""
-        with self.connection() as conn:
-            if migrations.version(conn, self.path) == 0:
-                return True
-            for table in migrations.tables():
-                if table != "meta" and conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():
-                    return False
-        return True
+        try:
+            with self.connection() as conn:
+                if migrations.version(conn, self.path) == 0:
+                    return True
+                return not any(
+                    conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
+                    for table in migrations.tables()
+                    if table != "meta"
+                )
+        except psycopg.Error as e:
+            raise StoreUnavailable(f"cannot open the database at {self.path}: {e}") from None
 
     # -- the fold's bookkeeping: a queue of ids ----------------------------------------------
 

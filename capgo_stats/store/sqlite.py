@@ -138,6 +138,10 @@ class SQLiteStore(SQLStore):
                     conn.execute("ROLLBACK")
                 raise
 
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._drop_pool()
+
     def _drop_pool(self) -> None:
         """Close every pooled connection."""
         while self._pool:

@@ -58,6 +58,10 @@ class Cluster:
             self.initdb, "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres",
             "--no-sync", "-E", "UTF8", "--locale=C.UTF-8",
         )  # fmt: skip
+        self.start_server()
+
+    def start_server(self) -> None:
+        """Start the server (again) on the cluster's port, and wait until it takes connections."""
         options = (
             f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
             " -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
@@ -66,6 +70,10 @@ class Cluster:
             self.pg_ctl, "-D", str(self.dir / "data"), "-o", options, "-l",
             str(self.dir / "log"), "-w", "-t", "60", "start",
         )  # fmt: skip
+
+    def stop_server(self) -> None:
+        """Stop the server, cutting every connection (the cluster stays, to start again)."""
+        self._run(self.pg_ctl, "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
 
     def _run(self, *command: str) -> None:
         """Run a PostgreSQL program, as the postgres user when we are root."""
