@@ -6,12 +6,6 @@ from app import create_app
 from capgo_stats import fold
 
 
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "sqlite_only: about the SQLite file itself (its path, pragmas, old schemas)"
-    )
-
-
 def pytest_generate_tests(metafunc):
     """Every test that touches storage (through the `database` fixture) runs on each store.
 

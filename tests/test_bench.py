@@ -33,3 +33,19 @@ def test_the_benchmark_runs_at_smoke_size_and_writes_every_figure(tmp_path):
     assert "a burst of 2,000 events" in text and "background fold off" in text
     assert "| 1,000 |" in text and "| 5,000 |" in text
     assert "bytes/event" in text and "events/s |" in text
+
+
+def test_the_postgresql_benchmark_runs_at_smoke_size_and_writes_every_figure(postgres, tmp_path):
+    require("wrk", "wrk")
+    out = tmp_path / "POSTGRES.md"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "postgres.py"), "--smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = out.read_text()
+    assert "| single events, requests/s |" in text and "| 200-event batches, events/s |" in text
+    assert "PostgreSQL, 2 servers" in text
+    assert "| dashboard |" in text and "Pruning the older half" in text

@@ -43,7 +43,7 @@ def free_port() -> int:
 class Cluster:
     """One PostgreSQL server of our own; `url(name)` names a database in it."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
         self.initdb, self.pg_ctl = find_bin("initdb"), find_bin("pg_ctl")
         if not (self.initdb and self.pg_ctl):
             raise FileNotFoundError("initdb and pg_ctl not found (apt-get install postgresql)")
@@ -54,6 +54,10 @@ class Cluster:
         if self.user:
             os.chown(self.dir, self.user.pw_uid, self.user.pw_gid)
         self.port = free_port()
+        # Tests want speed; the benchmark wants what a server would run with (fsync on).
+        self.durability = "-c synchronous_commit=off" + (
+            "" if durable else " -c fsync=off -c full_page_writes=off"
+        )
         self._run(
             self.initdb, "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres",
             "--no-sync", "-E", "UTF8", "--locale=C.UTF-8",
@@ -63,8 +67,8 @@ class Cluster:
     def start_server(self) -> None:
         """Start the server (again) on the cluster's port, and wait until it takes connections."""
         options = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-            " -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=300"
+            f" {self.durability}"
         )
         self._run(
             self.pg_ctl, "-D", str(self.dir / "data"), "-o", options, "-l",
