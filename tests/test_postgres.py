@@ -151,6 +151,31 @@ def test_a_read_only_postgresql_database_is_a_503_on_healthz_and_ingest(store_ki
     assert post(client, event()).status_code == 200
 
 
+def test_a_server_on_a_read_only_database_starts_and_answers_reads(store_kind, app, client):
+    """As a dashboard server on a read replica does: reads from what the primary folded."""
+    post_ok(client, [event(device_id=f"d{i}") for i in range(3)])
+    fold.catch_up(app.extensions["store"])
+    post_ok(client, event(device_id="not folded yet"))
+    url = app.extensions["store"].url
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            f"ALTER DATABASE {url.rsplit('/', 1)[1]} SET default_transaction_read_only = on"
+        )
+    try:
+        replica = pg_app(url)
+        reader = replica.test_client()
+        assert reader.get("/stats/counts").json["counts"][0]["count"] == 3
+        assert reader.get("/healthz").status_code == 503
+        assert post(reader, event()).status_code == 503
+        replica.extensions["store"].close()
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SET default_transaction_read_only = off")
+            conn.execute(
+                f"ALTER DATABASE {url.rsplit('/', 1)[1]} RESET default_transaction_read_only"
+            )
+
+
 # -- the fold queue --------------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ def open_store(settings: Mapping[str, Any]) -> Store:
             settings["STATS_DATABASE_URL"],
             pool_size=settings["STATS_PG_POOL_SIZE"],
             wait_ms=settings["STATS_BUSY_TIMEOUT_MS"],
+            durable=settings["STATS_DURABLE"],
         )
     else:
         store = SQLiteStore(

@@ -126,13 +126,16 @@ class PostgresStore(SQLStore):
         pool_size: int = 8,
         wait_ms: int = 5000,
         statement_timeout_ms: int = 30000,
+        durable: bool = False,
     ):
         super().__init__()
         self.url = url
         self.path = redacted(url)
         self.pool_size = pool_size
         self.wait_ms = wait_ms
-        self.statement_timeout_ms = statement_timeout_ms
+        self.options = f"-c statement_timeout={statement_timeout_ms}"
+        if durable:  # STATS_DURABLE: whatever the server's default, a 200 is on disk, synced
+            self.options += " -c synchronous_commit=on"
         self._pool: psycopg_pool.ConnectionPool | None = None
         self._pid = os.getpid()
         self._pool_lock = threading.Lock()
@@ -153,7 +156,7 @@ class PostgresStore(SQLStore):
                     kwargs={
                         "autocommit": True,  # transactions are ours: transaction(), snapshot()
                         "connect_timeout": max(1, self.wait_ms // 1000),
-                        "options": f"-c statement_timeout={self.statement_timeout_ms}",
+                        "options": self.options,
                         "application_name": "capgo-stats",
                     },
                     configure=_configure,

@@ -195,9 +195,16 @@ class SQLStore(Store):
         return taken == 1
 
     def remember(self, key: str, value: int, replace: bool = False) -> int:
-        """Keep `value` under `key` in meta unless one is kept already (or `replace`)."""
+        """Keep `value` under `key` in meta unless one is kept already (or `replace`).
+
+        A value kept already is only read, so a server on a read-only database (a replica)
+        still starts."""
         keep = "DO UPDATE SET value = excluded.value" if replace else "DO NOTHING"
         try:
+            if not replace:
+                kept = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
+                if kept:
+                    return kept[0][0]
             with self.transaction() as conn:
                 conn.execute(
                     f"INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) {keep}",
