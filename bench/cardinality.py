@@ -41,8 +41,14 @@ ROUTES = (
 )
 
 
-def row(at: int, device: str, app_id: str = APP, action: str = "set", version: str = "1.0.0",
-        plugin: str = "8.0.0") -> tuple:
+def row(
+    at: int,
+    device: str,
+    app_id: str = APP,
+    action: str = "set",
+    version: str = "1.0.0",
+    plugin: str = "8.0.0",
+) -> tuple:
     """One event row in protocol.COLUMNS order, as ingest stores it."""
     values = dict.fromkeys(COLUMNS)
     values.update(

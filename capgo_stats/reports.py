@@ -267,6 +267,8 @@ def versions(
     if failure_rows is None:
         failure_rows = store.failure_totals(filters, prod_only)
     for failure in failure_rows:
+        if failure["bundle"] is None:  # the other versions' failures (bounded failure_rows)
+            continue
         if counts_as_failure(failure["action"], failure["plugin_version"], failure["platform"]):
             row(failure["bundle"])["failures"] += failure["n"]
         elif failure["action"] == "download_fail":
@@ -955,7 +957,8 @@ def device_list(
 # -- the dashboard ----------------------------------------------------------------------------
 
 VERSIONS_SHOWN = 100  # version rows on the page; "N more" links to /stats/versions for the rest
-assert VERSIONS_SHOWN == HEALTH_SHOWN == TIMELINE_VERSIONS == ADOPTION_VERSIONS  # one Top read
+# One Top read serves every table of the page.
+assert VERSIONS_SHOWN == HEALTH_SHOWN == TIMELINE_VERSIONS == ADOPTION_VERSIONS
 
 
 def dashboard(store: Store, filters: Filters, include_dev: bool = False, now: int = 0) -> dict:
@@ -975,9 +978,9 @@ def dashboard(store: Store, filters: Filters, include_dev: bool = False, now: in
     }
     if not filters.app_id:
         return report
-    failure_rows = store.failure_totals(filters, not include_dev)  # read once, used twice
     # Every table of the page shows VERSIONS_SHOWN versions: past MANY_VERSIONS, the same ones.
     known = Top(_top(store, filters, not include_dev, VERSIONS_SHOWN))
+    failure_rows = store.failure_totals(filters, not include_dev)  # read once, used twice
     report["summary"] = summary(store, filters, include_dev, now)
     report["versions"] = versions(
         store, filters, include_dev, failure_rows, VERSIONS_SHOWN, known=known

@@ -114,7 +114,8 @@ class Store(abc.ABC):
     def failure_totals(
         self, filters: Filters, prod_only: bool, bundles: list[str] | None = None
     ) -> list[dict]:
-        """Failure events by action, bundle, platform, plugin_version and version_os."""
+        """Failure events by action, bundle, platform, plugin_version and version_os; with
+        `bundles`, the other bundles' failures summed under bundle None."""
 
     @abc.abstractmethod
     def uninstall_totals(

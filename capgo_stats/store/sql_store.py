@@ -329,21 +329,39 @@ class SQLStore(Store):
         """Failure events (action ending in _fail) over [since, until), by every breakdown.
 
         Grouped by action, bundle, platform, plugin_version and version_os ('' when not sent),
-        so reports.py can leave out legacy download_fail before adding up.
+        so reports.py can leave out legacy download_fail before adding up. With `bundles`, the
+        other bundles' failures are summed per (action, platform, plugin_version, version_os)
+        under bundle None.
         """
         found: dict[tuple, int] = {}
+        rest: dict[tuple, int] = {}
         for table, lo, hi in failure_segments(filters.since, filters.until):
-            where, params = _only(segment_where(table, filters, lo, hi, prod_only), bundles)
+            where, params = segment_where(table, filters, lo, hi, prod_only)
             if table == "event":
                 where += f" AND {FAILURE}"
             count = "count(*)" if table == "event" else "sum(count)"
+            breakdowns = "coalesce(plugin_version, ''), coalesce(version_os, '')"
+            extra, kept = bundle_in(bundles)
             for row in self._rows(
-                f"SELECT action, bundle, platform, coalesce(plugin_version, ''),"
-                f" coalesce(version_os, ''), {count} FROM {table} WHERE {where}"
-                " GROUP BY 1, 2, 3, 4, 5",
-                params,
+                f"SELECT action, bundle, platform, {breakdowns}, {count} FROM {table}"
+                f" WHERE {where}{extra} GROUP BY 1, 2, 3, 4, 5",
+                [*params, *kept],
             ):
                 found[row[:5]] = found.get(row[:5], 0) + row[5]
+                key = (row[0], *row[2:5])
+                rest[key] = rest.get(key, 0) - row[5]
+            if bundles is None:
+                continue
+            for row in self._rows(
+                f"SELECT action, platform, {breakdowns}, {count} FROM {table} WHERE {where}"
+                " GROUP BY 1, 2, 3, 4",
+                params,
+            ):
+                rest[row[:4]] = rest.get(row[:4], 0) + row[4]
+        if bundles is not None:
+            for (action, *breakdown), n in rest.items():
+                if n:
+                    found[(action, None, *breakdown)] = n
         names = ("action", "bundle", "platform", "plugin_version", "version_os")
         return [{**dict(zip(names, key, strict=True)), "n": n} for key, n in found.items()]
 
