@@ -188,6 +188,40 @@ def _desc(text: str) -> list[int]:
     return [-ord(char) for char in text] + [1]
 
 
+MANY_VERSIONS = 1000  # past this many version names in an app, reports read top N in SQL
+
+
+@dataclass(frozen=True)
+class Top:
+    """What _top read (None: not many versions), handed on so that the page reads it once."""
+
+    found: dict | None
+
+
+def _top(
+    store: Store,
+    filters: Filters,
+    prod_only: bool,
+    limit: int | None,
+    offset: int = 0,
+    known: Top | None = None,
+) -> dict | None:
+    """None for an app of at most MANY_VERSIONS version names, whose reports read every
+    version; else the store's top_bundles: the `limit` versions most devices run now (all of
+    MANY_VERSIONS when None), so made-up names never reach Python however many there are.
+    `known`: the same read, done already by the caller."""
+    if known is not None:
+        return known.found
+    if not store.many_versions(filters.app_id, MANY_VERSIONS):
+        return None
+    return store.top_bundles(filters, prod_only, MANY_VERSIONS if limit is None else limit, offset)
+
+
+def _with_apart(bundles: list[str]) -> list[str]:
+    """The bundles a bounded report reads: these, and those counted as builtin and unknown."""
+    return [*bundles, "", *NOT_BUNDLES]
+
+
 def versions(
     store: Store,
     filters: Filters,
@@ -195,13 +229,27 @@ def versions(
     failure_rows: list | None = None,
     limit: int | None = None,
     offset: int = 0,
+    version: str | None = None,
+    known: Top | None = None,
 ) -> dict:
     """One row per bundle version: devices, share, installs, uninstalls, failures, fail rate.
 
     failure_rows: store.failure_totals() for the same filters, when the caller already has it.
     limit/offset: the page of rows (newest first_seen first) to answer; `more` counts the rest.
+    version: only that version's row (flask gate), read alone.
+
+    Past MANY_VERSIONS names, the page is the versions most devices run now, then by name
+    (backwards), ranked in SQL, and only its rows are read.
     """
     filters, prod_only = with_app(store, filters), not include_dev
+    top, bundles = None, None
+    if version is not None:
+        top = store.top_bundles(filters, prod_only, 0)
+        bundles = _with_apart([version])
+    elif (top := _top(store, filters, prod_only, limit, offset, known)) is not None:
+        bundles = _with_apart(top["bundles"])
+    if bundles is not None:
+        failure_rows = store.failure_totals(filters, prod_only, bundles)
     rows: dict[str, dict] = {}
 
     def row(bundle: str | None) -> dict:
@@ -209,7 +257,7 @@ def versions(
         return rows.setdefault(group, _blank_row(group))
 
     spans: dict[str, list[int]] = {}
-    for total in store.totals(filters, prod_only):
+    for total in store.totals(filters, prod_only, bundles):
         target = row(total["bundle"])
         if total["action"] == "set":
             target["installs"] += total["n"]
@@ -219,21 +267,29 @@ def versions(
     if failure_rows is None:
         failure_rows = store.failure_totals(filters, prod_only)
     for failure in failure_rows:
+        if failure["bundle"] is None:  # the other versions' failures (bounded failure_rows)
+            continue
         if counts_as_failure(failure["action"], failure["plugin_version"], failure["platform"]):
             row(failure["bundle"])["failures"] += failure["n"]
         elif failure["action"] == "download_fail":
             ignored += failure["n"]
-    for bundle, n in store.uninstall_totals(filters, prod_only).items():
+    for bundle, n in store.uninstall_totals(filters, prod_only, bundles).items():
         row(bundle)["uninstalls"] += n
-    devices = store.device_bundles(filters, prod_only)
+    devices = store.device_bundles(filters, prod_only, bundles)
     for bundle, n in devices.items():
         row(bundle)["devices"] += n
-    for (bundle, outcome), n in store.outcome_totals(filters, prod_only).items():
+    for (bundle, outcome), n in store.outcome_totals(filters, prod_only, bundles).items():
         if version_group(bundle) in rows or version_group(bundle) in NOT_BUNDLES:
             row(bundle)[f"{outcome}_devices"] += n  # all history, for the versions listed
-    all_devices = sum(devices.values())
+    all_devices = sum(devices.values()) if top is None else top["devices"]
     apart = {name: rows.pop(name, _blank_row(name)) for name in NOT_BUNDLES}
-    page = _ranked_page(rows, spans, limit, offset)
+    if version is not None:
+        page, count = list(rows.values()), len(rows)
+    elif top is not None:  # the page ranked in SQL; its rows in that order
+        page = [rows.get(bundle) or _blank_row(bundle) for bundle in top["bundles"]]
+        count = top["count"]
+    else:
+        page, count = _ranked_page(rows, spans, limit, offset), len(rows)
     for target in [*page, *apart.values()]:
         target["share"] = ratio(target["devices"], all_devices) or 0.0
         target["attempts"] = target["installs"] + target["failures"]
@@ -244,7 +300,7 @@ def versions(
         if span:
             target["first_seen"], target["last_seen"] = day_iso(span[0]), day_iso(span[1])
     page.sort(key=lambda r: (r["first_seen"] or "", r["version"]), reverse=True)
-    more = max(len(rows) - offset - len(page), 0)
+    more = max(count - offset - len(page), 0)
     return {
         "app_id": filters.app_id or None,
         "include_dev": include_dev,
@@ -313,14 +369,21 @@ def _difference(now: Any, before: Any) -> Any:
 
 
 def health(
-    store: Store, filters: Filters, include_dev: bool = False, limit: int | None = HEALTH_SHOWN
+    store: Store,
+    filters: Filters,
+    include_dev: bool = False,
+    limit: int | None = HEALTH_SHOWN,
+    known: Top | None = None,
 ) -> dict:
     """One row per version: active and issue devices, issues, launch and install times.
 
     At most `limit` versions, those with the most active devices (`more` counts the rest), so
-    a flood of made-up names neither grows the answer nor hides the versions in use.
+    a flood of made-up names neither grows the answer nor hides the versions in use. Past
+    MANY_VERSIONS names, the `limit` versions most devices run now are read, and only them.
     """
     filters, prod_only = with_app(store, filters), not include_dev
+    top = _top(store, filters, prod_only, limit, known=known)
+    bundles = None if top is None else _with_apart(top["bundles"])
     rows: dict[str, dict] = {}
 
     def row(bundle: str) -> dict:
@@ -328,14 +391,14 @@ def health(
         return rows.setdefault(group, _health_row(group))
 
     first: dict[str, int] = {}
-    for total in store.totals(filters, prod_only):
+    for total in store.totals(filters, prod_only, bundles):
         target = row(total["bundle"])
         first[target["version"]] = min(first.get(target["version"], total["first"]), total["first"])
         if total["action"] in HEALTH_ISSUES:
             target["issues"] += total["n"]
-    for (bundle, kind), n in store.reach_totals(filters, prod_only).items():
+    for (bundle, kind), n in store.reach_totals(filters, prod_only, bundles).items():
         row(bundle)["active_devices" if kind == "active" else "issue_devices"] += n
-    for (bundle, metric), histogram in store.histograms(filters, prod_only).items():
+    for (bundle, metric), histogram in store.histograms(filters, prod_only, bundles).items():
         merged = row(bundle).setdefault(f"_{metric}", {})
         for bucket, n in histogram.items():
             merged[bucket] = merged.get(bucket, 0) + n
@@ -355,6 +418,8 @@ def health(
         ranked = sorted(shown, key=lambda r: (-r["active_devices"], -first.get(r["version"], 0)))
         kept = {r["version"] for r in ranked[:limit]}
         shown, more = [r for r in shown if r["version"] in kept], len(shown) - limit
+    if top is not None:
+        more = max(top["count"] - len(shown), 0)
     return {
         "app_id": filters.app_id or None,
         "include_dev": include_dev,
@@ -390,7 +455,7 @@ def gate(
     Counts as /stats/versions does (prod devices, all time): devices reporting are the
     version's attempts, installs + failures.
     """
-    report = versions(store, Filters(app_id=app_id))
+    report = versions(store, Filters(app_id=app_id), version=version)
     row = next((r for r in report["versions"] if r["version"] == version), None)
     attempts = row["attempts"] if row else 0
     subject = f"{app_id} {version}"
@@ -435,7 +500,7 @@ def wilson_gate(
     "device") or issue rate ("issue") exceeds limit, pass (0) when not, no data (2) when
     fewer devices than rule's min_devices; rule is (min_devices, confidence)."""
     if kind == "device":
-        rows = versions(store, Filters(app_id=app_id))["versions"]
+        rows = versions(store, Filters(app_id=app_id), version=version)["versions"]
         row = next((r for r in rows if r["version"] == version), _blank_row(version))
         bad, n = row["failed_devices"], row["installed_devices"] + row["failed_devices"]
     else:
@@ -502,7 +567,12 @@ def bucket_range(
 
 
 def timeline(
-    store: Store, filters: Filters, interval: str = "day", include_dev: bool = False, now: int = 0
+    store: Store,
+    filters: Filters,
+    interval: str = "day",
+    include_dev: bool = False,
+    now: int = 0,
+    known: Top | None = None,
 ) -> dict:
     """Zero-filled installs, failures, downloads, app opens and active devices per day or hour."""
     if interval not in INTERVAL_MS:
@@ -521,12 +591,16 @@ def timeline(
         }
         for bucket in range(lo, hi)
     ]
-    for row in store.series(filters, interval, lo, hi, prod_only, list(TIMELINE_ACTIONS)):
+    # Past MANY_VERSIONS names: the versions most devices run now by name, the rest summed.
+    top = _top(store, filters, prod_only, TIMELINE_VERSIONS, known=known)
+    bundles = None if top is None else _with_apart(top["bundles"])
+    for row in store.series(filters, interval, lo, hi, prod_only, list(TIMELINE_ACTIONS), bundles):
         point = points[row["bucket"] - lo]
         point[TIMELINE_ACTIONS[row["action"]]] += row["n"]
         if row["action"] == "set":
             by_version = point["installs_by_version"]
-            group = version_group(row["bundle"])
+            other = row["bundle"] is None and top is not None
+            group = OTHER_VERSIONS if other else version_group(row["bundle"])
             by_version[group] = by_version.get(group, 0) + row["n"]
     _top_versions(points)
     for row in store.failure_series(filters, interval, lo, hi, prod_only):
@@ -551,13 +625,26 @@ def timeline(
     }
 
 
-def adoption(store: Store, filters: Filters, include_dev: bool = False, now: int = 0) -> dict:
-    """One point per UTC day: devices that ran a bundle, and each version's share of them."""
+def adoption(
+    store: Store,
+    filters: Filters,
+    include_dev: bool = False,
+    now: int = 0,
+    known: Top | None = None,
+) -> dict:
+    """One point per UTC day: devices that ran a bundle, and each version's share of them.
+
+    Past MANY_VERSIONS names in the app, the shares name the ADOPTION_VERSIONS versions most
+    devices run now, and the others' share is OTHER_VERSIONS.
+    """
     filters, prod_only = with_app(store, filters), not include_dev
     lo, hi, notes = bucket_range(store, filters, "day", now or _now())
+    top = _top(store, filters, prod_only, ADOPTION_VERSIONS, known=known)
+    bundles = None if top is None else _with_apart(top["bundles"])
     per_day: list[dict[str, int]] = [{} for _ in range(lo, hi)]
-    for day, bundle, n in store.adoption_series(filters, lo, hi, prod_only):
-        counts, group = per_day[day - lo], version_group(bundle)
+    for day, bundle, n in store.adoption_series(filters, lo, hi, prod_only, bundles):
+        counts = per_day[day - lo]
+        group = OTHER_VERSIONS if bundle is None and top is not None else version_group(bundle)
         counts[group] = counts.get(group, 0) + n
     points = []
     for day, counts in zip(range(lo, hi), per_day, strict=True):
@@ -575,6 +662,7 @@ def adoption(store: Store, filters: Filters, include_dev: bool = False, now: int
 
 
 TIMELINE_VERSIONS = 100  # versions installs_by_version names; the rest are OTHER_VERSIONS
+ADOPTION_VERSIONS = 100  # versions an adoption point names past MANY_VERSIONS in the app
 OTHER_VERSIONS = "(other)"
 
 
@@ -584,7 +672,8 @@ def _top_versions(points: list[dict]) -> None:
     totals: dict[str, int] = {}
     for point in points:
         for version, n in point["installs_by_version"].items():
-            totals[version] = totals.get(version, 0) + n
+            if version != OTHER_VERSIONS:  # already summed (past MANY_VERSIONS)
+                totals[version] = totals.get(version, 0) + n
     if len(totals) <= TIMELINE_VERSIONS:
         return
     top = set(sorted(totals, key=lambda v: (-totals[v], v))[:TIMELINE_VERSIONS])
@@ -868,6 +957,8 @@ def device_list(
 # -- the dashboard ----------------------------------------------------------------------------
 
 VERSIONS_SHOWN = 100  # version rows on the page; "N more" links to /stats/versions for the rest
+# One Top read serves every table of the page.
+assert VERSIONS_SHOWN == HEALTH_SHOWN == TIMELINE_VERSIONS == ADOPTION_VERSIONS
 
 
 def dashboard(store: Store, filters: Filters, include_dev: bool = False, now: int = 0) -> dict:
@@ -887,12 +978,16 @@ def dashboard(store: Store, filters: Filters, include_dev: bool = False, now: in
     }
     if not filters.app_id:
         return report
+    # Every table of the page shows VERSIONS_SHOWN versions: past MANY_VERSIONS, the same ones.
+    known = Top(_top(store, filters, not include_dev, VERSIONS_SHOWN))
     failure_rows = store.failure_totals(filters, not include_dev)  # read once, used twice
     report["summary"] = summary(store, filters, include_dev, now)
-    report["versions"] = versions(store, filters, include_dev, failure_rows, VERSIONS_SHOWN)
-    report["health"] = health(store, filters, include_dev)
-    report["timeline"] = timeline(store, filters, "day", include_dev, now)
-    report["adoption"] = adoption(store, filters, include_dev, now)
+    report["versions"] = versions(
+        store, filters, include_dev, failure_rows, VERSIONS_SHOWN, known=known
+    )
+    report["health"] = health(store, filters, include_dev, known=known)
+    report["timeline"] = timeline(store, filters, "day", include_dev, now, known)
+    report["adoption"] = adoption(store, filters, include_dev, now, known)
     report["failures"] = failures(store, filters, include_dev, failure_rows=failure_rows)
     report["rejected"] = rejected(store, filters, with_unknown_app=True)
     if not include_dev and _counted_nothing(report["versions"]):

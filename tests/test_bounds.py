@@ -280,3 +280,114 @@ def test_a_failure_page_skipping_thousands_of_legacy_events_reads_them_in_one_sc
     page = client.get("/stats/events?kind=failure&limit=1").json
     assert [event["action"] for event in page["events"]] == ["update_fail"]
     assert calls[0] < 150
+
+
+# -- read time under a cardinality flood: the rows a read takes in do not grow with the names ----
+
+
+def _count_rows(monkeypatch, store):
+    """Count the rows the store's read queries hand to Python from now on (a one-item list)."""
+    rows = [0]
+    for name in ("query", "_rows"):
+        original = getattr(store, name)
+
+        def counted(*args, original=original, **kwargs):
+            found = original(*args, **kwargs)
+            rows[0] += len(found)
+            return found
+
+        monkeypatch.setattr(store, name, counted)
+    return rows
+
+
+def _flood_of_every_kind(store, n, now):
+    """n made-up versions, each with an install, an uninstall, a launch and a crash (failures
+    are left out: the failure breakdowns still read every failing version)."""
+    flood = []
+    for i in range(n):
+        name = f"flood-{i}"
+        flood.append(_row(now, 5 * i, version=name, old_version_name=f"old-{i}"))
+        flood.append(_row(now, 5 * i + 2, action="app_crash", version=name))
+        launch = json.dumps({"duration_ms": "1200"})
+        flood.append(_row(now, 5 * i + 3, action="app_launch_ready", version=name, metadata=launch))
+    _write(store, flood, now)
+
+
+ROUTES = (
+    "/stats/versions?app_id=com.example.app&limit=10",
+    "/stats/health?app_id=com.example.app",
+    "/stats/timeline?app_id=com.example.app",
+    "/stats/adoption?app_id=com.example.app",
+    "/?app_id=com.example.app",
+)
+
+
+def test_the_per_version_reads_take_in_a_bounded_number_of_rows_however_many_versions(
+    app, client, monkeypatch
+):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _real_version(store, now)
+    _flood_of_every_kind(store, 3_000, now)
+    client.get("/stats/summary")  # fold first
+    rows = _count_rows(monkeypatch, store)
+    for route in ROUTES:
+        rows[0] = 0
+        assert client.get(route).status_code == 200, route
+        assert rows[0] < 2_000, route  # 100 versions' rows, not one per made-up name
+
+
+def test_adoption_names_100_versions_a_day_past_1000_and_sums_the_others(app, client):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _real_version(store, now)
+    _flood_versions(store, 1_500, now)
+    report = client.get("/stats/adoption?app_id=com.example.app").json
+    point = report["points"][-1]
+    assert point["devices"] == 1_550
+    assert len(point["shares"]) <= 101 and point["shares"]["(other)"] > 0.9
+    assert point["shares"]["1.0.0"] == round(50 / 1_550, 4)
+
+
+def test_past_1000_versions_the_page_rows_have_the_figures_of_reading_every_version(
+    app, client, monkeypatch
+):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    real = []
+    for v, devices in (("2.0.0", 30), ("2.1.0", 20), ("2.2.0", 10)):
+        for i in range(devices):
+            device = f"{v}-{i}"
+            real.append(_row(now - 10_000, i, version=v, device_id=device, old_version_name="1.0"))
+            if i % 3 == 0:
+                real.append(_row(now - 9_000, i, action="update_fail", version=v, device_id=device))
+    real += [_row(now - 8_000, i, version="builtin", device_id=f"b-{i}") for i in range(5)]
+    _write(store, real, now)
+    _flood_versions(store, 1_100, now)
+    bounded = client.get("/stats/versions?app_id=com.example.app").json
+    health = client.get("/stats/health?app_id=com.example.app").json
+    monkeypatch.setattr("capgo_stats.reports.MANY_VERSIONS", 10**9)  # every version read
+    full = client.get("/stats/versions?app_id=com.example.app").json
+    # Past 1,000 names, `more` counts the versions devices run now: not 1.0, only replaced.
+    assert bounded.pop("more") == full.pop("more") - 1
+    assert bounded == full
+    everything = client.get("/stats/health?app_id=com.example.app").json
+    shown = {row["version"] for row in health["versions"]}
+    assert shown == {row["version"] for row in everything["versions"]}
+    assert health["more"] == everything["more"] and health["builtin"] == everything["builtin"]
+    for row, full in zip(health["versions"], everything["versions"], strict=True):
+        assert {**row, "previous": None, "change": None} == {
+            **full,
+            "previous": None,
+            "change": None,
+        }  # the change chain runs over the versions shown
+
+
+def test_the_gate_reads_one_version_however_many_versions(app, runner, monkeypatch):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _real_version(store, now)
+    _flood_versions(store, 1_500, now)
+    runner.invoke(args=["fold"])
+    rows = _count_rows(monkeypatch, store)
+    result = runner.invoke(
+        args=["gate", "--app-id", "com.example.app", "--version", "1.0.0", "--max-fail-rate", "5%"]
+    )
+    assert "PASS com.example.app 1.0.0" in result.output, result.output
+    assert rows[0] < 100

@@ -109,31 +109,50 @@ class Store(abc.ABC):
         """Event counts grouped by app and action, biggest first."""
 
     @abc.abstractmethod
-    def totals(self, filters: Filters, prod_only: bool) -> list[dict]:
-        """Events per (bundle, action) with the first and last time they were seen."""
+    def totals(
+        self, filters: Filters, prod_only: bool, bundles: list[str] | None = None
+    ) -> list[dict]:
+        """Events per (bundle, action) with the first and last time they were seen.
+
+        `bundles`, here and in the reads below that take it: only the rows of these bundles
+        (None: every bundle), for reports that look at a bounded set of versions.
+        """
 
     @abc.abstractmethod
-    def failure_totals(self, filters: Filters, prod_only: bool) -> list[dict]:
-        """Failure events by action, bundle, platform, plugin_version and version_os."""
+    def failure_totals(
+        self, filters: Filters, prod_only: bool, bundles: list[str] | None = None
+    ) -> list[dict]:
+        """Failure events by action, bundle, platform, plugin_version and version_os; with
+        `bundles`, the other bundles' failures summed under bundle None."""
 
     @abc.abstractmethod
-    def uninstall_totals(self, filters: Filters, prod_only: bool) -> dict[str, int]:
+    def uninstall_totals(
+        self, filters: Filters, prod_only: bool, bundles: list[str] | None = None
+    ) -> dict[str, int]:
         """Uninstalls per replaced bundle."""
 
     @abc.abstractmethod
-    def device_bundles(self, filters: Filters, prod_only: bool) -> dict[str | None, int]:
+    def device_bundles(
+        self, filters: Filters, prod_only: bool, bundles: list[str] | None = None
+    ) -> dict[str | None, int]:
         """How many devices currently run each bundle (None: no bundle reported yet)."""
 
     @abc.abstractmethod
-    def outcome_totals(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], int]:
+    def outcome_totals(
+        self, filters: Filters, prod_only: bool, bundles: list[str] | None = None
+    ) -> dict[tuple[str, str], int]:
         """Devices per (bundle, outcome: installed or failed) over all stored history."""
 
     @abc.abstractmethod
-    def reach_totals(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], int]:
+    def reach_totals(
+        self, filters: Filters, prod_only: bool, bundles: list[str] | None = None
+    ) -> dict[tuple[str, str], int]:
         """Devices per (bundle, kind: active or issue) first counted on days of the range."""
 
     @abc.abstractmethod
-    def histograms(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], dict]:
+    def histograms(
+        self, filters: Filters, prod_only: bool, bundles: list[str] | None = None
+    ) -> dict[tuple[str, str], dict]:
         """Duration samples per (bundle, launch or install), as {bucket: count}."""
 
     @abc.abstractmethod
@@ -165,8 +184,10 @@ class Store(abc.ABC):
         hi: int,
         prod_only: bool,
         actions: list[str],
+        bundles: list[str] | None = None,
     ) -> list[dict]:
-        """Counts per (bucket, action, bundle) of whole days or hours lo..hi-1."""
+        """Counts per (bucket, action, bundle) of whole days or hours lo..hi-1; with `bundles`,
+        the counts of every other bundle summed per (bucket, action) under bundle None."""
 
     @abc.abstractmethod
     def failure_series(
@@ -180,9 +201,24 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def adoption_series(
-        self, filters: Filters, lo: int, hi: int, prod_only: bool
-    ) -> list[tuple[int, str, int]]:
-        """(day, bundle, devices) per day lo..hi-1, by the bundle a device last ran that day."""
+        self, filters: Filters, lo: int, hi: int, prod_only: bool, bundles: list[str] | None = None
+    ) -> list[tuple[int, str | None, int]]:
+        """(day, bundle, devices) per day lo..hi-1, by the bundle a device last ran that day;
+        with `bundles`, the devices of every other bundle summed per day under bundle None."""
+
+    @abc.abstractmethod
+    def many_versions(self, app_id: str, limit: int) -> bool:
+        """Whether the app named more than `limit` distinct bundles (in any event, or as the
+        bundle a `set` replaced), found in time that does not grow with how many it named."""
+
+    @abc.abstractmethod
+    def top_bundles(
+        self, filters: Filters, prod_only: bool, limit: int, offset: int = 0
+    ) -> dict[str, Any]:
+        """The bundles devices run now, builtin and unknown left out, by devices (most first),
+        then by bundle, backwards: {"bundles": the `limit` after `offset`, "count": how many
+        there are, "devices": every device of the app, builtin and unknown included}.
+        Read in SQL with ORDER BY ... LIMIT, so an app's made-up names never reach Python."""
 
     @abc.abstractmethod
     def refusals(self, filters: Filters, app_ids: list[str] | None, limit: int) -> dict:

@@ -27,6 +27,13 @@ def marks(values: list) -> str:
     return ", ".join("?" * len(values))
 
 
+def bundle_in(bundles: list[str] | None, column: str = "bundle") -> tuple[str, list]:
+    """An extra " AND column IN (...)" for reads kept to some bundles (None: every bundle)."""
+    if bundles is None:
+        return "", []
+    return f" AND {column} IN ({marks(bundles) or 'NULL'})", list(bundles)
+
+
 def segment_where(
     table: str, filters: Filters, lo: int | None, hi: int | None, prod_only: bool = False
 ) -> tuple[str, list]:

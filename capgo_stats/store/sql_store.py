@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import capgo_stats.store.fold_sql as folding
-from capgo_stats.counting import Deltas
+from capgo_stats.counting import NOT_BUNDLES, Deltas
 from capgo_stats.filters import Filters
 from capgo_stats.protocol import COLUMNS, DAY_MS, HOUR_MS, Refusal
 from capgo_stats.store.base import FoldFn, Store, StoreUnavailable, day_of
@@ -33,6 +33,7 @@ from capgo_stats.store.segments import (
 from capgo_stats.store.sql import (
     FAILURE,
     OLD_BUNDLE,
+    bundle_in,
     device_where,
     event_where,
     marks,
@@ -301,7 +302,9 @@ class SQLStore(Store):
     # Each reads rollups over the pieces time_segments() gives; raw events only for the ragged
     # edges of a range and for the drill-down lists (events_page).
 
-    def totals(self, filters: Filters, prod_only: bool) -> list[dict]:
+    def totals(
+        self, filters: Filters, prod_only: bool, bundles: list[str] | None = None
+    ) -> list[dict]:
         """Events per (bundle, action) over [since, until), with their first and last time.
 
         `first`/`last` are epoch ms: the start of the first and last day or hour that held such
@@ -309,7 +312,7 @@ class SQLStore(Store):
         """
         found: dict[tuple[str, str], dict] = {}
         for table, lo, hi in time_segments(filters.since, filters.until):
-            where, params = segment_where(table, filters, lo, hi, prod_only)
+            where, params = _only(segment_where(table, filters, lo, hi, prod_only), bundles)
             column, unit = TIME_COLUMN[table], UNIT_MS[table]
             count = "count(*)" if table == "event" else "sum(count)"
             for row in self.query(
@@ -328,33 +331,56 @@ class SQLStore(Store):
                     found[key].update(first=first, last=last)
         return list(found.values())
 
-    def failure_totals(self, filters: Filters, prod_only: bool) -> list[dict]:
+    def failure_totals(
+        self, filters: Filters, prod_only: bool, bundles: list[str] | None = None
+    ) -> list[dict]:
         """Failure events (action ending in _fail) over [since, until), by every breakdown.
 
         Grouped by action, bundle, platform, plugin_version and version_os ('' when not sent),
-        so reports.py can leave out legacy download_fail before adding up.
+        so reports.py can leave out legacy download_fail before adding up. With `bundles`, the
+        other bundles' failures are summed per (action, platform, plugin_version, version_os)
+        under bundle None.
         """
         found: dict[tuple, int] = {}
+        rest: dict[tuple, int] = {}
         for table, lo, hi in failure_segments(filters.since, filters.until):
             where, params = segment_where(table, filters, lo, hi, prod_only)
             if table == "event":
                 where += f" AND {FAILURE}"
             count = "count(*)" if table == "event" else "sum(count)"
+            breakdowns = "coalesce(plugin_version, ''), coalesce(version_os, '')"
+            extra, kept = bundle_in(bundles)
             for row in self._rows(
-                f"SELECT action, bundle, platform, coalesce(plugin_version, ''),"
-                f" coalesce(version_os, ''), {count} FROM {table} WHERE {where}"
-                " GROUP BY 1, 2, 3, 4, 5",
-                params,
+                f"SELECT action, bundle, platform, {breakdowns}, {count} FROM {table}"
+                f" WHERE {where}{extra} GROUP BY 1, 2, 3, 4, 5",
+                [*params, *kept],
             ):
                 found[row[:5]] = found.get(row[:5], 0) + row[5]
+                key = (row[0], *row[2:5])
+                rest[key] = rest.get(key, 0) - row[5]
+            if bundles is None:
+                continue
+            for row in self._rows(
+                f"SELECT action, platform, {breakdowns}, {count} FROM {table} WHERE {where}"
+                " GROUP BY 1, 2, 3, 4",
+                params,
+            ):
+                rest[row[:4]] = rest.get(row[:4], 0) + row[4]
+        if bundles is not None:
+            for (action, *breakdown), n in rest.items():
+                if n:
+                    found[(action, None, *breakdown)] = n
         names = ("action", "bundle", "platform", "plugin_version", "version_os")
         return [{**dict(zip(names, key, strict=True)), "n": n} for key, n in found.items()]
 
-    def uninstall_totals(self, filters: Filters, prod_only: bool) -> dict[str, int]:
+    def uninstall_totals(
+        self, filters: Filters, prod_only: bool, bundles: list[str] | None = None
+    ) -> dict[str, int]:
         """Uninstalls per replaced bundle over [since, until) (uninstall_day, raw edges)."""
         found: dict[str, int] = {}
         for table, lo, hi in uninstall_segments(filters.since, filters.until):
-            where, params = segment_where(table, filters, lo, hi, prod_only)
+            column = OLD_BUNDLE if table == "event" else "bundle"
+            where, params = _only(segment_where(table, filters, lo, hi, prod_only), bundles, column)
             if table == "event":
                 sql = (
                     f"SELECT {OLD_BUNDLE} AS bundle, count(*) AS n FROM event WHERE {where}"
@@ -367,9 +393,11 @@ class SQLStore(Store):
                 found[row["bundle"]] = found.get(row["bundle"], 0) + row["n"]
         return found
 
-    def device_bundles(self, filters: Filters, prod_only: bool) -> dict[str | None, int]:
+    def device_bundles(
+        self, filters: Filters, prod_only: bool, bundles: list[str] | None = None
+    ) -> dict[str | None, int]:
         """How many devices currently run each bundle (None: no bundle reported yet)."""
-        where, params = device_where(filters, prod_only)
+        where, params = _only(device_where(filters, prod_only), bundles)
         rows = self._rows(
             f"SELECT nullif(bundle, ''), sum(devices) FROM device_bundle WHERE {where}"
             " GROUP BY bundle HAVING sum(devices) > 0",
@@ -377,14 +405,20 @@ class SQLStore(Store):
         )
         return dict(rows)
 
-    def outcome_totals(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], int]:
+    def outcome_totals(
+        self, filters: Filters, prod_only: bool, bundles: list[str] | None = None
+    ) -> dict[tuple[str, str], int]:
         """Devices per (bundle, outcome) over all stored history (outcome_devices)."""
-        return self._devices_by("outcome_devices", "outcome", *device_where(filters, prod_only))
+        where = _only(device_where(filters, prod_only), bundles)
+        return self._devices_by("outcome_devices", "outcome", *where)
 
-    def reach_totals(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], int]:
+    def reach_totals(
+        self, filters: Filters, prod_only: bool, bundles: list[str] | None = None
+    ) -> dict[tuple[str, str], int]:
         """Devices per (bundle, kind) whose first event running it ('active') or first issue on
         it ('issue') fell on a UTC day touching [since, until) (reach_day)."""
-        return self._devices_by("reach_day", "kind", *_day_where(filters, prod_only))
+        where = _only(_day_where(filters, prod_only), bundles)
+        return self._devices_by("reach_day", "kind", *where)
 
     def _devices_by(
         self, table: str, column: str, where: str, params: list
@@ -397,9 +431,11 @@ class SQLStore(Store):
         )
         return {(bundle, value): n for bundle, value, n in rows}
 
-    def histograms(self, filters: Filters, prod_only: bool) -> dict[tuple[str, str], dict]:
+    def histograms(
+        self, filters: Filters, prod_only: bool, bundles: list[str] | None = None
+    ) -> dict[tuple[str, str], dict]:
         """Samples per (bundle, 'launch' or 'install') and bucket, days touching the range."""
-        where, params = _day_where(filters, prod_only)
+        where, params = _only(_day_where(filters, prod_only), bundles)
         found: dict[tuple[str, str], dict] = {}
         for metric, table, count in HISTOGRAMS:
             for bundle, bucket, n in self._rows(
@@ -467,16 +503,39 @@ class SQLStore(Store):
         return count
 
     def series(
-        self, filters: Filters, interval: str, lo: int, hi: int, prod_only: bool, actions: list[str]
+        self,
+        filters: Filters,
+        interval: str,
+        lo: int,
+        hi: int,
+        prod_only: bool,
+        actions: list[str],
+        bundles: list[str] | None = None,
     ) -> list[dict]:
-        """Counts per (bucket, action, bundle) of whole days or hours lo..hi-1 of some actions."""
+        """Counts per (bucket, action, bundle) of whole days or hours lo..hi-1 of some actions;
+        with `bundles`, the other bundles' counts are summed per (bucket, action) as bundle None
+        (read on the primary key, so the number of bundles an app has costs nothing)."""
         table = {"day": "rollup_day", "hour": "rollup_hour"}[interval]
         where, params = segment_where(table, filters, lo, hi, prod_only)
-        return self.query(
-            f"SELECT {TIME_COLUMN[table]} AS bucket, action, bundle, sum(count) AS n"
-            f" FROM {table} WHERE {where} AND action IN ({marks(actions)}) GROUP BY 1, 2, 3",
-            [*params, *actions],
+        where += f" AND action IN ({marks(actions)})"
+        params += actions
+        select = f"SELECT {TIME_COLUMN[table]} AS bucket, action"
+        names = ("bucket", "action", "bundle", "n")
+        if bundles is None:
+            return self.query(
+                f"{select}, bundle, sum(count) AS n FROM {table} WHERE {where} GROUP BY 1, 2, 3",
+                params,
+            )
+        extra, kept = bundle_in(bundles)
+        rows = _others(
+            self._rows(
+                f"{select}, bundle, sum(count) FROM {table} WHERE {where}{extra} GROUP BY 1, 2, 3",
+                [*params, *kept],
+            ),
+            self._rows(f"{select}, sum(count) FROM {table} WHERE {where} GROUP BY 1, 2", params),
+            2,
         )
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
     def failure_series(
         self, filters: Filters, interval: str, lo: int, hi: int, prod_only: bool
@@ -501,15 +560,69 @@ class SQLStore(Store):
         return dict(rows)
 
     def adoption_series(
-        self, filters: Filters, lo: int, hi: int, prod_only: bool
-    ) -> list[tuple[int, str, int]]:
-        """(day, bundle, devices) for days lo..hi-1: devices by the bundle they last ran."""
+        self,
+        filters: Filters,
+        lo: int,
+        hi: int,
+        prod_only: bool,
+        bundles: list[str] | None = None,
+    ) -> list[tuple[int, str | None, int]]:
+        """(day, bundle, devices) for days lo..hi-1: devices by the bundle they last ran; with
+        `bundles`, the other bundles' devices are summed per day as bundle None."""
         where, params = device_where(filters, prod_only)
-        return self._rows(
-            f"SELECT day, bundle, sum(devices) FROM adoption_day WHERE {where}"
-            " AND day >= ? AND day < ? GROUP BY 1, 2 HAVING sum(devices) > 0",
-            [*params, lo, hi],
+        where += " AND day >= ? AND day < ?"
+        params += [lo, hi]
+        if bundles is None:
+            return self._rows(
+                f"SELECT day, bundle, sum(devices) FROM adoption_day WHERE {where}"
+                " GROUP BY 1, 2 HAVING sum(devices) > 0",
+                params,
+            )
+        extra, kept = bundle_in(bundles)
+        return _others(
+            self._rows(
+                f"SELECT day, bundle, sum(devices) FROM adoption_day WHERE {where}{extra}"
+                " GROUP BY 1, 2 HAVING sum(devices) > 0",
+                [*params, *kept],
+            ),
+            self._rows(
+                f"SELECT day, sum(devices) FROM adoption_day WHERE {where} GROUP BY 1", params
+            ),
+            1,
         )
+
+    def many_versions(self, app_id: str, limit: int) -> bool:
+        """Whether the app named more than `limit` bundles: a look at the first limit + 1
+        distinct ones of rollup_day and uninstall_day, so as quick for a million as for limit."""
+        [(found,)] = self._rows(
+            "SELECT count(*) FROM (SELECT DISTINCT bundle FROM ("
+            "SELECT bundle FROM rollup_day WHERE app_id = ?"
+            " UNION ALL SELECT bundle FROM uninstall_day WHERE app_id = ?) AS named"
+            " LIMIT ?) AS distinct_names",
+            (app_id, app_id, limit + 1),
+        )
+        return found > limit
+
+    def top_bundles(
+        self, filters: Filters, prod_only: bool, limit: int, offset: int = 0
+    ) -> dict[str, Any]:
+        """The bundles devices run now (builtin and unknown left out), most devices first, then
+        by bundle, backwards: `limit` of them after `offset`; how many there are; all devices."""
+        where, params = device_where(filters, prod_only)
+        bundles = f"{where} AND devices > 0 AND bundle NOT IN ({marks(NOT_BUNDLE_NAMES)})"
+        params_bundles = [*params, *NOT_BUNDLE_NAMES]
+        top = self._rows(
+            f"SELECT bundle FROM device_bundle WHERE {bundles} GROUP BY bundle"
+            " ORDER BY sum(devices) DESC, bundle DESC LIMIT ? OFFSET ?",
+            [*params_bundles, limit, offset],
+        )
+        [(count, devices)] = self._rows(  # one pass for both
+            "SELECT count(DISTINCT CASE WHEN devices > 0"
+            f" AND bundle NOT IN ({marks(NOT_BUNDLE_NAMES)}) THEN bundle END),"
+            f" coalesce(sum(devices), 0) FROM device_bundle WHERE {where}",
+            [*NOT_BUNDLE_NAMES, *params],
+        )
+        return {"bundles": [bundle for (bundle,) in top], "count": count, "devices": devices}
 
     def refusals(self, filters: Filters, app_ids: list[str] | None, limit: int) -> dict:
         """Refused-event tallies: the `limit` rows per (day, app, reason, action) of the newest
@@ -823,6 +936,8 @@ EVENT_COLUMNS = frozenset(("id", *COLUMNS, "bundle"))
 SHOWN = COLUMNS[: COLUMNS.index("fingerprint")]
 # What a page of events is chosen by (its order, and the legacy download_fail rule).
 KEY_COLUMNS = ("id", "at", "action", "platform", "plugin_version")
+# The bundle names whose devices counting.version_group counts as builtin or unknown.
+NOT_BUNDLE_NAMES = ("", *NOT_BUNDLES)
 METRICS_APPS = 100  # apps /metrics names; the others are summed under OTHER_APPS
 OTHER_APPS = "_other"
 MERGE_APPS = 100  # event_keys merges one indexed page per app up to this many apps
@@ -842,6 +957,24 @@ def _day_where(filters: Filters, prod_only: bool) -> tuple[str, list]:
         where += " AND day < ?"
         params.append(-(-filters.until // DAY_MS))
     return where, params
+
+
+def _only(
+    where: tuple[str, list], bundles: list[str] | None, column: str = "bundle"
+) -> tuple[str, list]:
+    """A WHERE clause and its parameters, kept to some bundles (None: every bundle)."""
+    extra, params = bundle_in(bundles, column)
+    return where[0] + extra, [*where[1], *params]
+
+
+def _others(named: list[tuple], totals: list[tuple], key: int) -> list[tuple]:
+    """Rows of counts per (*key parts, bundle) of the bundles asked for, then per key one row
+    with bundle None holding what the other bundles add up to (totals: (*key parts, n))."""
+    named_sums: dict[tuple, int] = {}
+    for row in named:
+        named_sums[row[:key]] = named_sums.get(row[:key], 0) + row[-1]
+    rest = [(*row[:key], None, row[-1] - named_sums.get(row[:key], 0)) for row in totals]
+    return [*named, *(row for row in rest if row[-1])]
 
 
 def _chunked(values: list[str]) -> Iterator[list[str]]:
