@@ -46,9 +46,12 @@ def start_folding(store: Store, seconds: float) -> threading.Event:
 
 
 def start_retention(store: Store, days: int) -> threading.Event:
-    """Prune raw events older than `days` now and then every hour, beside the requests."""
+    """Prune raw events older than `days` now and then every hour, beside the requests, in one
+    process at a time (a lease in the database: several servers share one PostgreSQL)."""
 
     def prune() -> None:
+        if not store.claim("retention", now_ms(), 3600 * 1000 - 500):
+            return  # another process prunes this hour
         deleted = fold.prune(store, now_ms() - days * DAY_MS)
         log.info("retention: deleted %d raw events older than %d days", deleted, days)
 

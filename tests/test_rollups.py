@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app import create_app
-from capgo_stats import fold, protocol
+from capgo_stats import fold, jobs, protocol
 from capgo_stats.store.sqlite_migrations import SCHEMA_VERSION
 from support.client import post, post_ok
 from support.old_schema import old_database
@@ -339,3 +339,18 @@ def test_a_database_of_a_newer_schema_than_the_code_is_refused_at_start_untouche
     assert isinstance(refused.value, RuntimeError)
     assert str(path) in str(refused.value)
     assert path.read_bytes() == before  # neither migrated nor written
+
+
+def test_servers_sharing_a_database_prune_once_an_hour_not_once_each(app, monkeypatch):
+    calls = []
+    monkeypatch.setattr(fold, "prune", lambda store, before: calls.append(before) or 0)
+    stops = [jobs.start_retention(app.extensions["store"], 10) for _ in range(3)]
+    try:
+        deadline = time.monotonic() + 5
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)  # the other two had their turn meanwhile
+    finally:
+        for stop in stops:
+            stop.set()
+    assert len(calls) == 1
