@@ -80,6 +80,11 @@ class SQLStore(Store):
     def snapshot(self, conn: Conn) -> AbstractContextManager[None]:
         """One read snapshot on `conn` for the block (several reads that must agree)."""
 
+    def _writing(self, statements: int) -> AbstractContextManager[Conn]:
+        """Where a write of that many statements runs: a transaction (a database whose single
+        statements are transactions of their own may skip BEGIN and COMMIT for one)."""
+        return self.transaction()
+
     def _retry(self, attempt: Callable[[], T]) -> T:
         """Run attempt(), waiting for locks the way this database needs (SQLite polls)."""
         return attempt()
@@ -119,7 +124,7 @@ class SQLStore(Store):
             key = (r.app_id, r.error, r.action)
             tally[key] = tally.get(key, 0) + 1
         try:
-            with self.transaction() as conn:
+            with self._writing(statements=1 + bool(tally)) as conn:
                 if rows:
                     self._insert_events(conn, rows)
                 if tally:
