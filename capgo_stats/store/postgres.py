@@ -292,16 +292,11 @@ class PostgresStore(SQLStore):
     def check_writable(self) -> int:
         """The schema version, once a connection was had and the database takes writes (not a
         read-only replica); StoreUnavailable otherwise."""
-        try:
-            with self.connection() as conn:
-                [(version, read_only)] = conn.execute(
-                    "SELECT (SELECT value FROM meta WHERE key = 'schema_version'),"
-                    " current_setting('transaction_read_only')"
-                ).fetchall()
-        except psycopg.Error as e:
-            self._report_fault(str(e))
-            raise StoreUnavailable(str(e)) from None
-        if read_only == "on":
-            self._report_fault("read-only database")
-            raise StoreUnavailable(f"the database at {self.path} is read-only")
+        with self.faults_reported(), self.connection() as conn:
+            [(version, read_only)] = conn.execute(
+                "SELECT (SELECT value FROM meta WHERE key = 'schema_version'),"
+                " current_setting('transaction_read_only')"
+            ).fetchall()
+            if read_only == "on":
+                raise StoreUnavailable(f"the database at {self.path} is read-only")
         return int(version)

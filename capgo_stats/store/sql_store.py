@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 import capgo_stats.store.fold_sql as folding
@@ -123,22 +123,13 @@ class SQLStore(Store):
         for r in refusals:
             key = (r.app_id, r.error, r.action)
             tally[key] = tally.get(key, 0) + 1
-        try:
-            with self._writing(statements=1 + bool(tally)) as conn:
-                if rows:
-                    self._insert_events(conn, rows)
-                if tally:
-                    day = day_of(now_ms)
-                    tally = _capped(conn, day, tally)
-                    conn.executemany(TALLY_REFUSAL, [(day, *key, n) for key, n in tally.items()])
-        except self.errors as e:
-            self._report_fault(str(e))
-            raise StoreUnavailable(str(e)) from None
-        except StoreUnavailable as e:
-            self._report_fault(str(e))
-            raise
-        if self._fault:
-            self._report_recovery()
+        with self.faults_reported(), self._writing(statements=1 + bool(tally)) as conn:
+            if rows:
+                self._insert_events(conn, rows)
+            if tally:
+                day = day_of(now_ms)
+                tally = _capped(conn, day, tally)
+                conn.executemany(TALLY_REFUSAL, [(day, *key, n) for key, n in tally.items()])
 
     def forget_device(self, device_ids: list[str], custom_ids: list[str], unfold: UnfoldFn) -> int:
         """Delete every event and per-device row of these devices; return how many events.
@@ -265,6 +256,21 @@ class SQLStore(Store):
         except self.errors as e:
             raise StoreUnavailable(str(e)) from None
         return folded, since
+
+    @contextmanager
+    def faults_reported(self) -> Iterator[None]:
+        """The block's database errors as StoreUnavailable, a fault logged once (not once per
+        request), and its end logged once the block works again."""
+        try:
+            yield
+        except self.errors as e:
+            self._report_fault(str(e))
+            raise StoreUnavailable(str(e)) from None
+        except StoreUnavailable as e:
+            self._report_fault(str(e))
+            raise
+        if self._fault:
+            self._report_recovery()
 
     def _report_fault(self, message: str) -> None:
         """Log a fault once, not once per request."""

@@ -276,20 +276,13 @@ class SQLiteStore(SQLStore):
         BEGIN IMMEDIATE waits up to the busy timeout for another writer; the rolled-back
         user_version write is what a read-only file refuses.
         """
-        try:
-            with self.connection() as conn:
-                # Waits for another writer up to the busy timeout; an error closes the
-                # connection, so no lock is kept.
-                self._wait_for_lock(lambda: conn.execute("BEGIN IMMEDIATE"))
-                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-                conn.execute(f"PRAGMA user_version = {version}")
-                conn.execute("ROLLBACK")
-        except sqlite3.DatabaseError as e:
-            self._report_fault(str(e))
-            raise StoreUnavailable(str(e)) from None
-        except StoreUnavailable as e:
-            self._report_fault(str(e))
-            raise
+        with self.faults_reported(), self.connection() as conn:
+            # Waits for another writer up to the busy timeout; an error closes the
+            # connection, so no lock is kept.
+            self._wait_for_lock(lambda: conn.execute("BEGIN IMMEDIATE"))
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("ROLLBACK")
         return version
 
 
