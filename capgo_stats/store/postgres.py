@@ -92,11 +92,13 @@ class _Conn:
 
 
 class _IntLoader(psycopg.adapt.Loader):
-    """numeric as int: sum() of a BIGINT column is numeric, and every sum we take is whole."""
+    """numeric as int, as SQLite gives it: sum() of a BIGINT column is numeric in PostgreSQL,
+    and every sum we take is whole (a fraction, should one come, is a float)."""
 
-    def load(self, data: Any) -> int:
-        """The number, as an int."""
-        return int(bytes(data))
+    def load(self, data: Any) -> int | float:
+        """The number, as an int when whole."""
+        text = bytes(data)
+        return float(text) if b"." in text else int(text)
 
 
 def _configure(conn: psycopg.Connection) -> None:
