@@ -147,6 +147,9 @@ class PostgresStore(SQLStore):
 
     def _open_pool(self) -> psycopg_pool.ConnectionPool:
         """This process's pool, opened on first use (and again in a forked child)."""
+        pool = self._pool
+        if pool is not None and self._pid == os.getpid():
+            return pool
         with self._pool_lock:
             if self._pool is None or self._pid != os.getpid():
                 self._pid = os.getpid()
