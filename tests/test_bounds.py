@@ -1,6 +1,7 @@
 """Bounded reads: whatever clients send (many distinct names, big metadata), every read answers
 in bounded time, size and memory, and the real values stay in sight."""
 
+import contextlib
 import json
 import time
 import tracemalloc
@@ -186,6 +187,28 @@ def test_metrics_name_the_100_apps_with_the_most_events_and_sum_the_rest_as_othe
     last = [line for line in text.splitlines() if line.startswith("capgo_stats_last_event_")]
     assert len(last) == 101 and any('app_id="_other"' in line for line in last)
     assert len(text) < 50_000
+
+
+@pytest.mark.sqlite_only  # SQLite's trace callback shows the statements a scrape runs
+def test_a_scrape_reads_the_top_apps_once(app, client, monkeypatch):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _flood_apps(store, 500, now)
+    client.get("/stats/summary")  # fold first
+    statements, lend = [], store.connection
+
+    @contextlib.contextmanager
+    def traced(*args, **kwargs):
+        with lend(*args, **kwargs) as conn:
+            conn.set_trace_callback(statements.append)
+            try:
+                yield conn
+            finally:
+                conn.set_trace_callback(None)
+
+    monkeypatch.setattr(store, "connection", traced)
+    assert client.get("/metrics").status_code == 200
+    top = [sql for sql in statements if "ORDER BY sum(count) DESC" in sql]
+    assert len(top) == 1, top
 
 
 def test_the_app_picker_lists_100_apps_and_any_other_opens_by_its_app_id(app, client):

@@ -505,12 +505,7 @@ class SQLStore(Store):
     def top_apps(self, limit: int) -> list[str]:
         """The `limit` apps with the most events (rollup_day), most first, then by app_id: a
         bounded answer however many apps send."""
-        top = self._rows(
-            "SELECT app_id FROM rollup_day GROUP BY app_id ORDER BY sum(count) DESC, app_id"
-            " LIMIT ?",
-            (limit,),
-        )
-        return [app_id for (app_id,) in top]
+        return [app_id for (app_id,) in self._rows(TOP_APPS, (limit,))]
 
     def app_count(self) -> int:
         """How many apps have events (in rollup_day)."""
@@ -919,35 +914,8 @@ class SQLStore(Store):
 
     def metrics(self) -> dict[str, Any]:
         """The numbers of GET /metrics, from the rollups (docs/api.md defines them)."""
-
-        def read(conn: Conn) -> tuple[list, list, list]:
-            with self.snapshot(conn):  # one snapshot for the three reads
-                # The top apps by events by name, the others as one: label values stay
-                # bounded however many app ids clients make up.
-                top = (
-                    "WITH top AS (SELECT app_id FROM rollup_day GROUP BY app_id"
-                    " ORDER BY sum(count) DESC, app_id LIMIT ?)"
-                    " SELECT CASE WHEN app_id IN (SELECT app_id FROM top) THEN app_id ELSE ?"
-                    " END AS app"
-                )
-                return (
-                    conn.execute(
-                        f"{top}, action, sum(count) FROM rollup_day"
-                        " GROUP BY app, action ORDER BY app, action",
-                        (METRICS_APPS, OTHER_APPS),
-                    ).fetchall(),
-                    conn.execute(
-                        "SELECT reason, sum(count) FROM refusal GROUP BY reason ORDER BY reason",
-                        (),
-                    ).fetchall(),
-                    conn.execute(
-                        f"{top}, max(last_seen) FROM device GROUP BY app ORDER BY app",
-                        (METRICS_APPS, OTHER_APPS),
-                    ).fetchall(),
-                )
-
         with self.connection() as conn:
-            events, refused, last = self._retry(lambda: read(conn))
+            events, refused, last = self._retry(lambda: _metrics(conn, self.snapshot))
         return {
             "events": [tuple(row) for row in events],
             "refused": [tuple(row) for row in refused],
@@ -965,6 +933,7 @@ KEY_COLUMNS = ("id", "at", "action", "platform", "plugin_version")
 # The bundle names whose devices counting.version_group counts as builtin or unknown.
 NOT_BUNDLE_NAMES = ("", *NOT_BUNDLES)
 METRICS_APPS = 100  # apps /metrics names; the others are summed under OTHER_APPS
+TOP_APPS = "SELECT app_id FROM rollup_day GROUP BY app_id ORDER BY sum(count) DESC, app_id LIMIT ?"
 OTHER_APPS = "_other"
 MERGE_APPS = 100  # event_keys merges one indexed page per app up to this many apps
 MERGE_PAGE = 100  # keys read from one app at a time while merging
@@ -1042,6 +1011,33 @@ def _others(named: list[tuple], totals: list[tuple], key: int) -> list[tuple]:
         named_sums[row[:key]] = named_sums.get(row[:key], 0) + row[-1]
     rest = [(*row[:key], None, row[-1] - named_sums.get(row[:key], 0)) for row in totals]
     return [*named, *(row for row in rest if row[-1])]
+
+
+def _metrics(
+    conn: Conn, snapshot: Callable[[Conn], AbstractContextManager[None]]
+) -> tuple[list, list, list]:
+    """The rows of GET /metrics in one snapshot: events per (app, action) and the newest event
+    per app, of the METRICS_APPS top apps by name and the others as OTHER_APPS, and refusals.
+
+    The top apps are read once (a GROUP BY over rollup_day) and handed to both scans as a
+    list: label values stay bounded however many app ids clients make up."""
+    with snapshot(conn):
+        top = [app_id for (app_id,) in conn.execute(TOP_APPS, (METRICS_APPS,)).fetchall()]
+        app = f"CASE WHEN app_id IN ({marks(top) or 'NULL'}) THEN app_id ELSE ? END AS app"
+        return (
+            conn.execute(
+                f"SELECT {app}, action, sum(count) FROM rollup_day"
+                " GROUP BY app, action ORDER BY app, action",
+                (*top, OTHER_APPS),
+            ).fetchall(),
+            conn.execute(
+                "SELECT reason, sum(count) FROM refusal GROUP BY reason ORDER BY reason", ()
+            ).fetchall(),
+            conn.execute(
+                f"SELECT {app}, max(last_seen) FROM device GROUP BY app ORDER BY app",
+                (*top, OTHER_APPS),
+            ).fetchall(),
+        )
 
 
 def _chunked(values: list[str]) -> Iterator[list[str]]:
