@@ -1,13 +1,16 @@
 """Reads under a cardinality flood: how long each read route takes when clients made up 100,000
-version names in one app, or 100,000 app ids.
+version names in one app, 100,000 failure breakdowns, or 100,000 app ids.
 
-    python bench/cardinality.py                  # 100,000 of each, about two minutes to build
+    python bench/cardinality.py                  # 100,000 of each, about three minutes to build
     python bench/cardinality.py --n 5000 --keep /tmp/flood   # smaller, and keep the databases
+    python bench/cardinality.py --kinds failures # one flood only
 
 Each database holds a real app (com.example.app: 50 devices on 1.0.0, 20 failures, a few days
-of opens), then the flood: one install from its own device per made-up version (or app), as
-ingest stores it, folded by the fold. Each route is asked three times through the test client;
-the best time is shown (the first also folds nothing: the databases are folded when built).
+of opens), then the flood: one install from its own device per made-up version (or app), or one
+failure per made-up version, plugin version and OS version (update_fail and download_fail in
+turn), as ingest stores it, folded by the fold. Each route is asked three times through the test
+client; the best time is shown (the first also folds nothing: the databases are folded when
+built).
 """
 
 from __future__ import annotations
@@ -33,12 +36,14 @@ ROUTES = (
     "/stats/health?app_id={app}",
     "/stats/adoption?app_id={app}",
     "/stats/failures?app_id={app}",
+    "/stats/failures?app_id={app}&version=1.1.0",
     "/stats/summary?app_id={app}",
     "/stats/timeline?app_id={app}",
     "/metrics",
     "/?app_id={app}",
     "/",
 )
+KINDS = ("versions", "failures", "apps")
 
 
 def row(
@@ -48,13 +53,14 @@ def row(
     action: str = "set",
     version: str = "1.0.0",
     plugin: str = "8.0.0",
+    os_version: str | None = None,
 ) -> tuple:
     """One event row in protocol.COLUMNS order, as ingest stores it."""
     values = dict.fromkeys(COLUMNS)
     values.update(
         at=at, received_at=at, device_ts=at, app_id=app_id, device_id=device, action=action,
         platform="android", version_name=version, is_emulator=0, is_prod=1,
-        plugin_version=plugin, fingerprint=None,
+        plugin_version=plugin, version_os=os_version, fingerprint=None,
     )  # fmt: skip
     return tuple(values[name] for name in COLUMNS)
 
@@ -72,18 +78,25 @@ def real_app(now: int) -> list[tuple]:
     return rows
 
 
+def flood_row(i: int, kind: str, now: int) -> tuple:
+    """The i-th made-up event of a flood of versions, failures or apps."""
+    at, device = now - 60_000 + i, f"flood-{i}"
+    if kind == "versions":
+        return row(at, device, version=f"flood-{i}")
+    if kind == "failures":
+        action = "download_fail" if i % 2 else "update_fail"
+        return row(at, device, action=action, version=f"flood-{i}", plugin=f"{i % 10}.{i}.0",
+                   os_version=f"{i}.0")  # fmt: skip
+    return row(at, device, app_id=f"flood.{i:06d}")
+
+
 def build(path: Path, n: int, kind: str, now: int) -> None:
-    """A folded database with the real app and n made-up versions (kind "versions") or apps."""
+    """A folded database with the real app and a flood of n (kind: versions, failures, apps)."""
     store = SQLiteStore(str(path))
     store.ensure_schema()
     store.write(real_app(now), [], now)
     for start in range(0, n, 5000):
-        flood = [
-            row(now - 60_000 + i, f"flood-{i}", version=f"flood-{i}")
-            if kind == "versions"
-            else row(now - 60_000 + i, f"flood-{i}", app_id=f"flood.{i:06d}")
-            for i in range(start, min(start + 5000, n))
-        ]
+        flood = [flood_row(i, kind, now) for i in range(start, min(start + 5000, n))]
         store.write(flood, [], now)
     fold.catch_up(store)
 
@@ -110,13 +123,15 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000, help="made-up versions and apps")
     parser.add_argument("--keep", help="a folder to build the databases in and keep them")
     parser.add_argument("--reuse", action="store_true", help="measure databases kept before")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="floods to build, by comma")
     args = parser.parse_args()
+    kinds = args.kinds.split(",")
     folder = Path(args.keep or tempfile.mkdtemp(prefix="cardinality-"))
     folder.mkdir(parents=True, exist_ok=True)
     now = int(time.time() * 1000)
     results = {}
     try:
-        for kind in ("versions", "apps"):
+        for kind in kinds:
             path = folder / f"{kind}-{args.n}.db"
             if not (args.reuse and path.exists()):
                 path.unlink(missing_ok=True)
@@ -127,10 +142,10 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(folder)
-    print(f"| route | {args.n:,} versions in one app | {args.n:,} apps |")
-    print("|---|---:|---:|")
-    for url in results["versions"]:
-        cells = [f"{results[kind][url] * 1000:.0f} ms" for kind in ("versions", "apps")]
+    print(f"| route | {' | '.join(f'{args.n:,} {kind}' for kind in kinds)} |")
+    print(f"|---|{'---:|' * len(kinds)}")
+    for url in results[kinds[0]]:
+        cells = [f"{results[kind][url] * 1000:.0f} ms" for kind in kinds]
         print(f"| `{url}` | {' | '.join(cells)} |")
 
 

@@ -21,6 +21,10 @@ from capgo_stats.filters import Filters
 from capgo_stats.protocol import HOUR_MS
 from capgo_stats.store import Store
 
+# Apps a check judges: the ALERT_APPS with the most events, as /metrics and the page name them,
+# and any with an alert still held. Made-up app ids (anyone with the app can send them) cannot
+# make the check read without bound, nor push out an app that has real traffic.
+ALERT_APPS = 100
 SIGNATURE_HEADER = "X-Capgo-Stats-Signature"
 TIMEOUT_S = 10
 AlertKey = tuple[str, str, str]  # (app_id, version or "", condition)
@@ -39,15 +43,22 @@ class Limits:
 
 
 def conditions(store: Store, limits: Limits, now: int) -> dict[AlertKey, dict]:
-    """Every condition that holds now, over every app, with the message that says it."""
+    """Every condition that holds now, over the apps checked, with the message that says it."""
     found: dict[AlertKey, dict] = {}
-    for app_id in store.app_ids():
+    for app_id in checked_apps(store):
         found.update(_silent(store, app_id, limits, now))
         for kind, names, counts in _rates(store, app_id, limits):
             limit = limits.max_device_fail_rate if kind == "device" else limits.max_issue_rate
             for version, (bad, n) in zip(names, counts, strict=True):
                 found.update(_rate(app_id, version, kind, bad, n, limit, limits))
     return found
+
+
+def checked_apps(store: Store) -> list[str]:
+    """The ALERT_APPS apps with the most events, and those with an alert still held (so their
+    recovery is judged, not assumed when they fall out of the top), by app id."""
+    held = {app_id for app_id, _, _ in store.alert_states()}
+    return sorted(set(store.top_apps(ALERT_APPS)) | held)
 
 
 def _rates(store: Store, app_id: str, limits: Limits) -> list[tuple[str, list, list]]:

@@ -226,7 +226,7 @@ def versions(
     store: Store,
     filters: Filters,
     include_dev: bool = False,
-    failure_rows: list | None = None,
+    legacy: list[tuple[str, str]] | None = None,
     limit: int | None = None,
     offset: int = 0,
     version: str | None = None,
@@ -234,7 +234,7 @@ def versions(
 ) -> dict:
     """One row per bundle version: devices, share, installs, uninstalls, failures, fail rate.
 
-    failure_rows: store.failure_totals() for the same filters, when the caller already has it.
+    legacy: legacy_download_fail() for the app, when the caller already has it.
     limit/offset: the page of rows (newest first_seen first) to answer; `more` counts the rest.
     version: only that version's row (flask gate), read alone.
 
@@ -248,8 +248,6 @@ def versions(
         bundles = _with_apart([version])
     elif (top := _top(store, filters, prod_only, limit, offset, known)) is not None:
         bundles = _with_apart(top["bundles"])
-    if bundles is not None:
-        failure_rows = store.failure_totals(filters, prod_only, bundles)
     rows: dict[str, dict] = {}
 
     def row(bundle: str | None) -> dict:
@@ -263,16 +261,13 @@ def versions(
             target["installs"] += total["n"]
         span = spans.setdefault(target["version"], [total["first"], total["last"]])
         span[0], span[1] = min(span[0], total["first"]), max(span[1], total["last"])
-    ignored = 0
-    if failure_rows is None:
-        failure_rows = store.failure_totals(filters, prod_only)
-    for failure in failure_rows:
-        if failure["bundle"] is None:  # the other versions' failures (bounded failure_rows)
-            continue
-        if counts_as_failure(failure["action"], failure["plugin_version"], failure["platform"]):
-            row(failure["bundle"])["failures"] += failure["n"]
-        elif failure["action"] == "download_fail":
-            ignored += failure["n"]
+    legacy = legacy_download_fail(store, filters) if legacy is None else legacy
+    # One row per bundle (at most MANY_VERSIONS, or the bundles asked for), whatever the
+    # plugin and OS versions the failures name.
+    failed = store.failure_groups(filters, prod_only, legacy, ("bundle",), bundles=bundles)
+    for bundle, n in failed["rows"]:
+        row(bundle)["failures"] += n
+    ignored = store.failure_tally(filters, prod_only, legacy, bundles=bundles)[1]
     for bundle, n in store.uninstall_totals(filters, prod_only, bundles).items():
         row(bundle)["uninstalls"] += n
     devices = store.device_bundles(filters, prod_only, bundles)
@@ -573,6 +568,7 @@ def timeline(
     include_dev: bool = False,
     now: int = 0,
     known: Top | None = None,
+    legacy: list[tuple[str, str]] | None = None,
 ) -> dict:
     """Zero-filled installs, failures, downloads, app opens and active devices per day or hour."""
     if interval not in INTERVAL_MS:
@@ -603,9 +599,9 @@ def timeline(
             group = OTHER_VERSIONS if other else version_group(row["bundle"])
             by_version[group] = by_version.get(group, 0) + row["n"]
     _top_versions(points)
-    for row in store.failure_series(filters, interval, lo, hi, prod_only):
-        if counts_as_failure(row["action"], row["plugin_version"], row["platform"]):
-            points[row["bucket"] - lo]["failures"] += row["n"]
+    legacy = legacy_download_fail(store, filters) if legacy is None else legacy
+    for bucket, n in store.failure_series(filters, interval, lo, hi, prod_only, legacy).items():
+        points[bucket - lo]["failures"] += n
     if interval == "hour":
         notes.append("active_devices is null: distinct devices are kept per day, not per hour.")
     elif filters.platform is not None:
@@ -699,12 +695,23 @@ def _now() -> int:
 
 COUNT_ROWS = 1000  # (app, action) rows /stats/counts lists, biggest first; `more` counts the rest
 FAILURE_ROWS = 100  # rows each breakdown of /stats/failures lists; `more` counts the rest
+# Each breakdown of /stats/failures: its name and what it groups by (store.failure_groups keys).
+FAILURE_BREAKDOWNS = {
+    "action_version": ("action", "version"),
+    "plugin_version": ("plugin_version",),
+    "os_version": ("platform", "version_os"),
+    "platform": ("platform",),
+}
+# download_fail plugin versions judged by the legacy rule, those with the most events: made-up
+# ones past them count as failures, as an unreadable plugin version does.
+LEGACY_CHECKED = 1000
 
 
-def _ranked(counts: dict[tuple, int], names: tuple[str, ...], limit: int | None = None) -> list:
-    """Grouped counts as rows, biggest first, then by their keys (the first `limit`)."""
-    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
-    return [{**dict(zip(names, key, strict=True)), "count": n} for key, n in ordered]
+def legacy_download_fail(store: Store, filters: Filters) -> list[tuple[str, str]]:
+    """The (platform, plugin_version) pairs of the app's download_fail events that do not count
+    (counting.counts_as_failure), among the LEGACY_CHECKED with the most events."""
+    pairs = store.download_fail_versions(filters.app_id or "", LEGACY_CHECKED)
+    return [(p, v) for p, v in pairs if not counts_as_failure("download_fail", v, p)]
 
 
 def failures(
@@ -712,50 +719,33 @@ def failures(
     filters: Filters,
     include_dev: bool = False,
     version: str | None = None,
-    failure_rows: list | None = None,
+    legacy: list[tuple[str, str]] | None = None,
 ) -> dict:
-    """Failures by action and version, by plugin version, by OS version and by platform."""
-    groups: dict[str, dict[tuple, int]] = {"action": {}, "plugin": {}, "os": {}, "platform": {}}
-    total = ignored = 0
-    filters = with_app(store, filters)
-    if failure_rows is None:
-        failure_rows = store.failure_totals(filters, not include_dev)
-    for row in failure_rows:
-        group = version_group(row["bundle"])
-        if version is not None and group != version:
-            continue
-        if not counts_as_failure(row["action"], row["plugin_version"], row["platform"]):
-            ignored += row["n"]
-            continue
-        total += row["n"]
-        for name, key in (
-            ("action", (row["action"], group)),
-            ("plugin", (row["plugin_version"],)),
-            ("os", (row["platform"], row["version_os"])),
-            ("platform", (row["platform"],)),
-        ):
-            groups[name][key] = groups[name].get(key, 0) + row["n"]
-    return {
+    """Failures by action and version, by plugin version, by OS version and by platform.
+
+    Each breakdown is grouped, ranked and cut to FAILURE_ROWS in SQL, so made-up versions,
+    plugin versions or OS versions never reach Python however many there are.
+    """
+    filters, prod_only = with_app(store, filters), not include_dev
+    legacy = legacy_download_fail(store, filters) if legacy is None else legacy
+    total, ignored = store.failure_tally(filters, prod_only, legacy, version)
+    report = {
         "app_id": filters.app_id or None,
         "version": version,
         "include_dev": include_dev,
         **_window(filters),
         "failures": total,
         "ignored_legacy_download_fail": ignored,
-        "by_action_version": _ranked(groups["action"], ("action", "version"), FAILURE_ROWS),
-        "by_plugin_version": _ranked(groups["plugin"], ("plugin_version",), FAILURE_ROWS),
-        "by_os_version": _ranked(groups["os"], ("platform", "version_os"), FAILURE_ROWS),
-        "by_platform": _ranked(groups["platform"], ("platform",), FAILURE_ROWS),
-        "more": {
-            f"by_{name}": max(len(groups[key]) - FAILURE_ROWS, 0)
-            for name, key in (
-                ("action_version", "action"),
-                ("plugin_version", "plugin"),
-                ("os_version", "os"),
-                ("platform", "platform"),
-            )
-        },
+        "more": {},
     }
+    for name, keys in FAILURE_BREAKDOWNS.items():
+        found = store.failure_groups(filters, prod_only, legacy, keys, FAILURE_ROWS, version)
+        rows = [
+            {**dict(zip(keys, row[:-1], strict=True)), "count": row[-1]} for row in found["rows"]
+        ]
+        report[f"by_{name}"] = rows
+        report["more"][f"by_{name}"] = max(found["count"] - FAILURE_ROWS, 0)
+    return report
 
 
 # -- summary: is anything arriving ------------------------------------------------------------
@@ -980,15 +970,13 @@ def dashboard(store: Store, filters: Filters, include_dev: bool = False, now: in
         return report
     # Every table of the page shows VERSIONS_SHOWN versions: past MANY_VERSIONS, the same ones.
     known = Top(_top(store, filters, not include_dev, VERSIONS_SHOWN))
-    failure_rows = store.failure_totals(filters, not include_dev)  # read once, used twice
+    legacy = legacy_download_fail(store, filters)  # read once, used three times
     report["summary"] = summary(store, filters, include_dev, now)
-    report["versions"] = versions(
-        store, filters, include_dev, failure_rows, VERSIONS_SHOWN, known=known
-    )
+    report["versions"] = versions(store, filters, include_dev, legacy, VERSIONS_SHOWN, known=known)
     report["health"] = health(store, filters, include_dev, known=known)
-    report["timeline"] = timeline(store, filters, "day", include_dev, now, known)
+    report["timeline"] = timeline(store, filters, "day", include_dev, now, known, legacy)
     report["adoption"] = adoption(store, filters, include_dev, now, known)
-    report["failures"] = failures(store, filters, include_dev, failure_rows=failure_rows)
+    report["failures"] = failures(store, filters, include_dev, legacy=legacy)
     report["rejected"] = rejected(store, filters, with_unknown_app=True)
     if not include_dev and _counted_nothing(report["versions"]):
         report["hidden_dev_events"] = sum(row["n"] for row in store.totals(filters, False))

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from app import create_app
-from capgo_stats import protocol
+from capgo_stats import alerts, fold, protocol
 from capgo_stats.settings import SettingError
 from support.client import post_ok
 from support.payloads import event
@@ -190,3 +190,19 @@ def test_alert_settings_that_cannot_work_stop_the_start(tmp_path, settings_, mes
     with pytest.raises(SettingError, match=message):
         alerting_app(tmp_path / "a.db", "http://127.0.0.1:9/hook", **settings_)
     assert not (tmp_path / "a.db").exists()
+
+
+def test_a_check_judges_the_100_apps_with_the_most_events_and_those_with_an_alert(app):
+    store = app.extensions["store"]
+    real = [event(app_id="com.real.app", device_id=f"d{i}", timestamp=NOW) for i in range(5)]
+    flood = [event(app_id=f"flood.{i:05d}", device_id="x", timestamp=NOW) for i in range(1_500)]
+    client = app.test_client()
+    for start in range(0, len(flood), 500):
+        post_ok(client, flood[start : start + 500])
+    post_ok(client, real)
+    fold.catch_up(store)  # as flask alerts does first
+    store.raise_alert(("flood.01499", "", "silent"), NOW)  # held: judged whatever its rank
+    found = alerts.conditions(store, alerts.Limits(silent_hours=1), NOW + 10 * HOUR)
+    apps = {app_id for app_id, _, _ in found}
+    assert len(apps) == alerts.ALERT_APPS + 1
+    assert "com.real.app" in apps and "flood.01499" in apps

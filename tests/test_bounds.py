@@ -1,12 +1,17 @@
 """Bounded reads: whatever clients send (many distinct names, big metadata), every read answers
 in bounded time, size and memory, and the real values stay in sight."""
 
+import contextlib
 import json
 import time
 import tracemalloc
+from collections import Counter
 
+import pytest
+
+from capgo_stats import counting, reports
 from capgo_stats.filters import Filters
-from capgo_stats.protocol import Refusal
+from capgo_stats.protocol import COLUMNS, DAY_MS, HOUR_MS, Refusal
 from capgo_stats.render import export
 
 BIG_METADATA = json.dumps({f"key{k:03d}": "x" * 4096 for k in range(64)})
@@ -182,6 +187,28 @@ def test_metrics_name_the_100_apps_with_the_most_events_and_sum_the_rest_as_othe
     last = [line for line in text.splitlines() if line.startswith("capgo_stats_last_event_")]
     assert len(last) == 101 and any('app_id="_other"' in line for line in last)
     assert len(text) < 50_000
+
+
+@pytest.mark.sqlite_only  # SQLite's trace callback shows the statements a scrape runs
+def test_a_scrape_reads_the_top_apps_once(app, client, monkeypatch):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _flood_apps(store, 500, now)
+    client.get("/stats/summary")  # fold first
+    statements, lend = [], store.connection
+
+    @contextlib.contextmanager
+    def traced(*args, **kwargs):
+        with lend(*args, **kwargs) as conn:
+            conn.set_trace_callback(statements.append)
+            try:
+                yield conn
+            finally:
+                conn.set_trace_callback(None)
+
+    monkeypatch.setattr(store, "connection", traced)
+    assert client.get("/metrics").status_code == 200
+    top = [sql for sql in statements if "ORDER BY sum(count) DESC" in sql]
+    assert len(top) == 1, top
 
 
 def test_the_app_picker_lists_100_apps_and_any_other_opens_by_its_app_id(app, client):
@@ -391,3 +418,124 @@ def test_the_gate_reads_one_version_however_many_versions(app, runner, monkeypat
     )
     assert "PASS com.example.app 1.0.0" in result.output, result.output
     assert rows[0] < 100
+
+
+# -- failure floods: made-up versions, plugin versions and OS versions on *_fail events ---------
+
+
+def _flood_failures(store, n, now, names):
+    """n failures, update_fail and download_fail in turn, each with a plugin version and an OS
+    version of its own, over `names` made-up version names."""
+    flood = [
+        _row(now, i, action="download_fail" if i % 2 else "update_fail",
+             version=f"flood-{i % names}", plugin_version=f"{i % 10}.{i}.0", version_os=f"{i}.0")
+        for i in range(n)
+    ]  # fmt: skip
+    _write(store, flood, now)
+
+
+FAILURE_ROUTES = (
+    "/stats/failures?app_id=com.example.app",
+    "/stats/failures?app_id=com.example.app&version=flood-1",
+    "/stats/versions?app_id=com.example.app&limit=10",
+    "/stats/timeline?app_id=com.example.app",
+    "/?app_id=com.example.app",
+)
+
+
+@pytest.mark.parametrize("names", [10, 3_000])
+def test_the_failure_reads_take_in_a_bounded_number_of_rows_however_many_breakdowns(
+    app, client, monkeypatch, names
+):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _real_version(store, now)
+    _flood_failures(store, 3_000, now, names)
+    client.get("/stats/summary")  # fold first
+    rows = _count_rows(monkeypatch, store)
+    for route in FAILURE_ROUTES:
+        rows[0] = 0
+        assert client.get(route).status_code == 200, route
+        assert rows[0] < 2_000, route  # the rows shown and a few sums, not one per name
+    report = client.get("/stats/failures?app_id=com.example.app").json
+    assert report["failures"] + report["ignored_legacy_download_fail"] == 3_000
+    assert report["by_platform"] == [{"platform": "android", "count": report["failures"]}]
+    shown = len(report["by_plugin_version"])
+    assert shown == 100 and shown + report["more"]["by_plugin_version"] == report["failures"]
+
+
+def test_past_the_plugin_versions_checked_made_up_ones_count_as_failures(app, client, monkeypatch):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    legacy = [_row(now, i, action="download_fail", plugin_version="6.0.0") for i in range(20)]
+    made_up = [
+        _row(now, 100 + i, action="download_fail", plugin_version=f"1.{i}.0") for i in range(10)
+    ]
+    _write(store, [*legacy, *made_up], now)
+    monkeypatch.setattr("capgo_stats.reports.LEGACY_CHECKED", 5)
+    report = client.get("/stats/failures?app_id=com.example.app").json
+    # 6.0.0 (the most events) and the first four made-up ones are judged legacy; the rest count
+    assert report["ignored_legacy_download_fail"] == 24
+    assert report["failures"] == 6
+    versions = client.get("/stats/versions?app_id=com.example.app").json
+    assert versions["ignored_legacy_download_fail"] == 24
+    assert versions["versions"][0]["failures"] == 6
+
+
+PLUGINS = ("6.0.0", "7.16.9", "7.17.0", "7.17.0-beta.1", "6.14.25", None, "v8", "junk", "6.14.24")
+VERSION_NAMES = ("1.0.0", "1.0.0:www/a.js", "", "builtin", "unknown", "2.0.0")
+
+
+def _mixed_failures(now):
+    """Failures of every kind the rules tell apart, spread over three days, with ties."""
+    rows = []
+    for i in range(900):
+        plugin = f"8.{i % 301}.0" if i % 3 == 0 else PLUGINS[i % len(PLUGINS)]
+        action = ("update_fail", "download_fail", "set_fail", "unzip_fail", "set")[i % 5]
+        platform = ("android", "ios", "electron")[i % 7 % 3]
+        rows.append(
+            _row(now + i * 290_000, i, action=action, platform=platform,
+                 version=VERSION_NAMES[i % 11 % 6], plugin_version=plugin,
+                 version_os=(None, "14", "15")[i % 4 % 3], is_prod=int(i % 13 != 0))
+        )  # fmt: skip
+    return rows
+
+
+def _failures_in_python(rows, since, until, version):
+    """/stats/failures worked out from the raw rows with counting.py alone (the reference)."""
+    groups = {name: Counter() for name in ("action_version", "plugin_version", "os_version")}
+    groups["platform"], total, ignored = Counter(), 0, 0
+    for r in (dict(zip(COLUMNS, row, strict=True)) for row in rows):
+        group = counting.version_group(counting.bundle_of(r["version_name"]))
+        if not (counting.is_failure_action(r["action"]) and since <= r["at"] < until):
+            continue
+        if not r["is_prod"] or (version is not None and group != version):
+            continue
+        if not counting.counts_as_failure(r["action"], r["plugin_version"], r["platform"]):
+            ignored += 1
+            continue
+        total += 1
+        groups["action_version"][(r["action"], group)] += 1
+        groups["plugin_version"][(r["plugin_version"] or "",)] += 1
+        groups["os_version"][(r["platform"], r["version_os"] or "")] += 1
+        groups["platform"][(r["platform"],)] += 1
+    return total, ignored, groups
+
+
+@pytest.mark.parametrize("version", [None, "1.0.0", "unknown", "builtin"])
+def test_the_failure_breakdowns_are_those_of_counting_every_event_in_python(app, client, version):
+    store, start = app.extensions["store"], 1_790_000_000_000 // DAY_MS * DAY_MS
+    rows = _mixed_failures(start)
+    _write(store, rows, start + 3 * DAY_MS)
+    since, until = start + 5 * HOUR_MS + 1_234, start + 2 * DAY_MS + 3 * HOUR_MS + 99_000
+    query = f"app_id=com.example.app&since={reports.iso(since)}&until={reports.iso(until)}"
+    report = client.get(f"/stats/failures?{query}" + (f"&version={version}" if version else ""))
+    total, ignored, groups = _failures_in_python(rows, since, until, version)
+    assert (report.json["failures"], report.json["ignored_legacy_download_fail"]) == (
+        total,
+        ignored,
+    )
+    for name, keys in reports.FAILURE_BREAKDOWNS.items():
+        ordered = sorted(groups[name].items(), key=lambda kv: (-kv[1], kv[0]))
+        expected = [{**dict(zip(keys, key, strict=True)), "count": n} for key, n in ordered[:100]]
+        assert report.json[f"by_{name}"] == expected, name
+        assert report.json["more"][f"by_{name}"] == max(len(ordered) - 100, 0), name
+    assert version is not None or report.json["more"]["by_plugin_version"] > 0

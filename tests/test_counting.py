@@ -3,6 +3,7 @@
 import pytest
 
 from capgo_stats import counting
+from capgo_stats.store.sql import VERSION_GROUP
 
 HOUR = 3_600_000
 
@@ -293,3 +294,13 @@ def test_a_fold_counts_a_device_once_per_version_whatever_it_repeats():
 )
 def test_the_bundle_a_device_ran_on_a_day_is_that_of_its_latest_event(state, event, after):
     assert counting.next_day_bundle(state, *event) == after
+
+
+@pytest.mark.parametrize("bundle", ["1.2.3", "", None, "unknown", "builtin", "Unknown", "0"])
+def test_the_sql_version_group_is_that_of_the_counting_rules(app, bundle):
+    """store/sql.py's VERSION_GROUP mirrors counting.version_group, on each store."""
+    [row] = app.extensions["store"].query(
+        f"SELECT {VERSION_GROUP} AS version FROM (SELECT CAST(? AS TEXT) AS bundle) AS b",
+        [bundle],
+    )
+    assert row["version"] == counting.version_group(bundle)

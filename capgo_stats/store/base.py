@@ -119,11 +119,39 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def failure_totals(
-        self, filters: Filters, prod_only: bool, bundles: list[str] | None = None
-    ) -> list[dict]:
-        """Failure events by action, bundle, platform, plugin_version and version_os; with
-        `bundles`, the other bundles' failures summed under bundle None."""
+    def download_fail_versions(self, app_id: str, limit: int) -> list[tuple[str, str]]:
+        """The (platform, plugin_version) pairs of the app's download_fail events, the `limit`
+        with the most events first: what the legacy download_fail rule is asked about."""
+
+    @abc.abstractmethod
+    def failure_tally(
+        self,
+        filters: Filters,
+        prod_only: bool,
+        legacy: list[tuple[str, str]],
+        version: str | None = None,
+        bundles: list[str] | None = None,
+    ) -> tuple[int, int]:
+        """(failures that count, legacy download_fail left out) over [since, until).
+
+        `legacy`, here and below: the (platform, plugin_version) pairs whose download_fail
+        does not count. `version`: only the failures of that version (counting.version_group).
+        """
+
+    @abc.abstractmethod
+    def failure_groups(
+        self,
+        filters: Filters,
+        prod_only: bool,
+        legacy: list[tuple[str, str]],
+        keys: Sequence[str],
+        limit: int | None = None,
+        version: str | None = None,
+        bundles: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """The failures that count, grouped by `keys` (action, bundle, version, platform,
+        plugin_version, version_os), most first, then by the keys: {"rows": the first `limit`
+        as (*keys, n), "count": how many groups there are}."""
 
     @abc.abstractmethod
     def uninstall_totals(
@@ -191,9 +219,15 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def failure_series(
-        self, filters: Filters, interval: str, lo: int, hi: int, prod_only: bool
-    ) -> list[dict]:
-        """Failure counts per (bucket, action, platform, plugin_version)."""
+        self,
+        filters: Filters,
+        interval: str,
+        lo: int,
+        hi: int,
+        prod_only: bool,
+        legacy: list[tuple[str, str]],
+    ) -> dict[int, int]:
+        """The failures that count per bucket of days or hours lo..hi-1."""
 
     @abc.abstractmethod
     def active_series(self, app_id: str, lo: int, hi: int, prod_only: bool) -> dict[int, int]:

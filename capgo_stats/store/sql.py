@@ -10,9 +10,11 @@ from capgo_stats.store.segments import TIME_COLUMN
 
 # The counting rules are counting.py's. Raw-event reads (the drill-down's filters, the minutes at
 # the ragged edges of a time range) need a few of them in SQL, to filter on an index rather than
-# in Python: these mirror counting.replaced_bundle, is_failure_action and is_prod (and the
-# generated `bundle` column of schema.sql mirrors bundle_of); tests/test_counting.py checks that
-# they agree case by case. The exact rules (legacy download_fail) are applied in Python after.
+# in Python, and the failure breakdowns group by version in SQL, so a flood of made-up names
+# never reaches Python: these mirror counting.replaced_bundle, is_failure_action, is_prod and
+# version_group (and the generated `bundle` column of schema.sql mirrors bundle_of);
+# tests/test_counting.py checks that they agree case by case. The legacy download_fail rule
+# stays in Python: it judges the plugin versions, and SQL gets the list (counted_failure).
 OLD_BUNDLE = (
     "CASE WHEN instr(old_version_name, ':') > 0"
     " THEN substr(old_version_name, 1, instr(old_version_name, ':') - 1)"
@@ -20,6 +22,20 @@ OLD_BUNDLE = (
 )
 FAILURE = r"action LIKE '%\_fail' ESCAPE '\'"
 PROD_EVENT = "is_prod = 1 AND is_emulator = 0"
+VERSION_GROUP = "CASE WHEN coalesce(bundle, '') IN ('', 'unknown') THEN 'unknown' ELSE bundle END"
+
+
+def counted_failure(legacy: list[tuple[str, str]]) -> tuple[str, list]:
+    """1 for a failure row that counts, 0 for a legacy download_fail: one whose (platform,
+    plugin_version) is in `legacy`, the pairs counting.counts_as_failure judged legacy."""
+    if not legacy:
+        return "1", []
+    pairs = ", ".join("(?, ?)" for _ in legacy)
+    sql = (
+        "CASE WHEN action = 'download_fail'"
+        f" AND (platform, plugin_version) IN (VALUES {pairs}) THEN 0 ELSE 1 END"
+    )
+    return sql, [value for pair in legacy for value in pair]
 
 
 def marks(values: list) -> str:

@@ -33,7 +33,9 @@ from capgo_stats.store.segments import (
 from capgo_stats.store.sql import (
     FAILURE,
     OLD_BUNDLE,
+    VERSION_GROUP,
     bundle_in,
+    counted_failure,
     device_where,
     event_where,
     marks,
@@ -342,47 +344,62 @@ class SQLStore(Store):
                     found[key].update(first=first, last=last)
         return list(found.values())
 
-    def failure_totals(
-        self, filters: Filters, prod_only: bool, bundles: list[str] | None = None
-    ) -> list[dict]:
-        """Failure events (action ending in _fail) over [since, until), by every breakdown.
+    def download_fail_versions(self, app_id: str, limit: int) -> list[tuple[str, str]]:
+        """The (platform, plugin_version) pairs of the app's download_fail events, the `limit`
+        with the most events first, then by pair (failure_day, all stored history)."""
+        return self._rows(
+            "SELECT platform, plugin_version FROM failure_day"
+            " WHERE app_id = ? AND action = 'download_fail'"
+            " GROUP BY 1, 2 ORDER BY sum(count) DESC, 1, 2 LIMIT ?",
+            (app_id, limit),
+        )
 
-        Grouped by action, bundle, platform, plugin_version and version_os ('' when not sent),
-        so reports.py can leave out legacy download_fail before adding up. With `bundles`, the
-        other bundles' failures are summed per (action, platform, plugin_version, version_os)
-        under bundle None.
-        """
-        found: dict[tuple, int] = {}
-        rest: dict[tuple, int] = {}
-        for table, lo, hi in failure_segments(filters.since, filters.until):
-            where, params = segment_where(table, filters, lo, hi, prod_only)
-            if table == "event":
-                where += f" AND {FAILURE}"
-            count = "count(*)" if table == "event" else "sum(count)"
-            breakdowns = "coalesce(plugin_version, ''), coalesce(version_os, '')"
-            extra, kept = bundle_in(bundles)
-            for row in self._rows(
-                f"SELECT action, bundle, platform, {breakdowns}, {count} FROM {table}"
-                f" WHERE {where}{extra} GROUP BY 1, 2, 3, 4, 5",
-                [*params, *kept],
-            ):
-                found[row[:5]] = found.get(row[:5], 0) + row[5]
-                key = (row[0], *row[2:5])
-                rest[key] = rest.get(key, 0) - row[5]
-            if bundles is None:
-                continue
-            for row in self._rows(
-                f"SELECT action, platform, {breakdowns}, {count} FROM {table} WHERE {where}"
-                " GROUP BY 1, 2, 3, 4",
-                params,
-            ):
-                rest[row[:4]] = rest.get(row[:4], 0) + row[4]
-        if bundles is not None:
-            for (action, *breakdown), n in rest.items():
-                if n:
-                    found[(action, None, *breakdown)] = n
-        names = ("action", "bundle", "platform", "plugin_version", "version_os")
-        return [{**dict(zip(names, key, strict=True)), "n": n} for key, n in found.items()]
+    def failure_tally(
+        self,
+        filters: Filters,
+        prod_only: bool,
+        legacy: list[tuple[str, str]],
+        version: str | None = None,
+        bundles: list[str] | None = None,
+    ) -> tuple[int, int]:
+        """(failures that count, legacy download_fail left out) over [since, until)."""
+        counted, counted_params = counted_failure(legacy)
+        source, params = _failure_source(filters, prod_only)
+        where, where_params = _failure_where(version, bundles)
+        [(kept, left_out)] = self._rows(
+            f"SELECT coalesce(sum(CASE WHEN {counted} = 1 THEN n ELSE 0 END), 0),"
+            f" coalesce(sum(CASE WHEN {counted} = 1 THEN 0 ELSE n END), 0)"
+            f" FROM {source} WHERE {where}",
+            [*counted_params, *counted_params, *params, *where_params],
+        )
+        return kept, left_out
+
+    def failure_groups(
+        self,
+        filters: Filters,
+        prod_only: bool,
+        legacy: list[tuple[str, str]],
+        keys: Sequence[str],
+        limit: int | None = None,
+        version: str | None = None,
+        bundles: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """The failures that count over [since, until), grouped by `keys`, most first, then by
+        the keys: {"rows": the first `limit` groups as (*keys, n), "count": how many groups}.
+        Grouped, ordered and cut in SQL, so any number of made-up names stays there."""
+        columns = ", ".join(FAILURE_KEYS[key] for key in keys)
+        positions = ", ".join(str(i + 1) for i in range(len(keys)))
+        counted, counted_params = counted_failure(legacy)
+        source, params = _failure_source(filters, prod_only)
+        where, where_params = _failure_where(version, bundles)
+        cut, cut_params = ("", []) if limit is None else (" LIMIT ?", [limit])
+        rows = self._rows(
+            f"SELECT {columns}, sum(n), count(*) OVER () FROM {source}"
+            f" WHERE {counted} = 1 AND {where} GROUP BY {positions}"
+            f" ORDER BY {len(keys) + 1} DESC, {positions}{cut}",
+            [*params, *counted_params, *where_params, *cut_params],
+        )
+        return {"rows": [row[:-1] for row in rows], "count": rows[0][-1] if rows else 0}
 
     def uninstall_totals(
         self, filters: Filters, prod_only: bool, bundles: list[str] | None = None
@@ -499,12 +516,7 @@ class SQLStore(Store):
     def top_apps(self, limit: int) -> list[str]:
         """The `limit` apps with the most events (rollup_day), most first, then by app_id: a
         bounded answer however many apps send."""
-        top = self._rows(
-            "SELECT app_id FROM rollup_day GROUP BY app_id ORDER BY sum(count) DESC, app_id"
-            " LIMIT ?",
-            (limit,),
-        )
-        return [app_id for (app_id,) in top]
+        return [app_id for (app_id,) in self._rows(TOP_APPS, (limit,))]
 
     def app_count(self) -> int:
         """How many apps have events (in rollup_day)."""
@@ -549,16 +561,25 @@ class SQLStore(Store):
         return [dict(zip(names, row, strict=True)) for row in rows]
 
     def failure_series(
-        self, filters: Filters, interval: str, lo: int, hi: int, prod_only: bool
-    ) -> list[dict]:
-        """Failure counts per (bucket, action, platform, plugin_version), days or hours lo..hi-1."""
+        self,
+        filters: Filters,
+        interval: str,
+        lo: int,
+        hi: int,
+        prod_only: bool,
+        legacy: list[tuple[str, str]],
+    ) -> dict[int, int]:
+        """The failures that count per day or hour lo..hi-1 (legacy: as in failure_tally),
+        summed in SQL: one row per bucket, however many plugin versions failed."""
         table = {"day": "failure_day", "hour": "failure_hour"}[interval]
         where, params = segment_where(table, filters, lo, hi, prod_only)
-        return self.query(
-            f"SELECT {TIME_COLUMN[table]} AS bucket, action, platform, plugin_version,"
-            f" sum(count) AS n FROM {table} WHERE {where} GROUP BY 1, 2, 3, 4",
-            params,
+        counted, counted_params = counted_failure(legacy)
+        rows = self._rows(
+            f"SELECT {TIME_COLUMN[table]}, sum(count) FROM {table}"
+            f" WHERE {where} AND {counted} = 1 GROUP BY 1",
+            [*params, *counted_params],
         )
+        return dict(rows)
 
     def active_series(self, app_id: str, lo: int, hi: int, prod_only: bool) -> dict[int, int]:
         """Distinct devices per day lo..hi-1 (day numbers) from active_day."""
@@ -904,35 +925,8 @@ class SQLStore(Store):
 
     def metrics(self) -> dict[str, Any]:
         """The numbers of GET /metrics, from the rollups (docs/api.md defines them)."""
-
-        def read(conn: Conn) -> tuple[list, list, list]:
-            with self.snapshot(conn):  # one snapshot for the three reads
-                # The top apps by events by name, the others as one: label values stay
-                # bounded however many app ids clients make up.
-                top = (
-                    "WITH top AS (SELECT app_id FROM rollup_day GROUP BY app_id"
-                    " ORDER BY sum(count) DESC, app_id LIMIT ?)"
-                    " SELECT CASE WHEN app_id IN (SELECT app_id FROM top) THEN app_id ELSE ?"
-                    " END AS app"
-                )
-                return (
-                    conn.execute(
-                        f"{top}, action, sum(count) FROM rollup_day"
-                        " GROUP BY app, action ORDER BY app, action",
-                        (METRICS_APPS, OTHER_APPS),
-                    ).fetchall(),
-                    conn.execute(
-                        "SELECT reason, sum(count) FROM refusal GROUP BY reason ORDER BY reason",
-                        (),
-                    ).fetchall(),
-                    conn.execute(
-                        f"{top}, max(last_seen) FROM device GROUP BY app ORDER BY app",
-                        (METRICS_APPS, OTHER_APPS),
-                    ).fetchall(),
-                )
-
         with self.connection() as conn:
-            events, refused, last = self._retry(lambda: read(conn))
+            events, refused, last = self._retry(lambda: _metrics(conn, self.snapshot))
         return {
             "events": [tuple(row) for row in events],
             "refused": [tuple(row) for row in refused],
@@ -950,6 +944,7 @@ KEY_COLUMNS = ("id", "at", "action", "platform", "plugin_version")
 # The bundle names whose devices counting.version_group counts as builtin or unknown.
 NOT_BUNDLE_NAMES = ("", *NOT_BUNDLES)
 METRICS_APPS = 100  # apps /metrics names; the others are summed under OTHER_APPS
+TOP_APPS = "SELECT app_id FROM rollup_day GROUP BY app_id ORDER BY sum(count) DESC, app_id LIMIT ?"
 OTHER_APPS = "_other"
 MERGE_APPS = 100  # event_keys merges one indexed page per app up to this many apps
 MERGE_PAGE = 100  # keys read from one app at a time while merging
@@ -970,6 +965,47 @@ def _day_where(filters: Filters, prod_only: bool) -> tuple[str, list]:
     return where, params
 
 
+# What the failure reads group by: columns of _failure_source, and the version a bundle counts
+# for (builtin, unknown or itself).
+FAILURE_KEYS = {
+    "action": "action",
+    "bundle": "bundle",
+    "version": VERSION_GROUP,
+    "platform": "platform",
+    "plugin_version": "plugin_version",
+    "version_os": "version_os",
+}
+FAILURE_SOURCE = (
+    "SELECT action, coalesce(bundle, '') AS bundle, platform,"
+    " coalesce(plugin_version, '') AS plugin_version, coalesce(version_os, '') AS version_os,"
+)
+
+
+def _failure_source(filters: Filters, prod_only: bool) -> tuple[str, list]:
+    """The failure rows of [since, until) as one aliased subquery f(action, bundle, platform,
+    plugin_version, version_os, n): whole days and hours from the rollups, edges from events."""
+    parts, params = [], []
+    for table, lo, hi in failure_segments(filters.since, filters.until):
+        where, piece = segment_where(table, filters, lo, hi, prod_only)
+        if table == "event":
+            parts.append(f"{FAILURE_SOURCE} 1 AS n FROM event WHERE {where} AND {FAILURE}")
+        else:
+            parts.append(f"{FAILURE_SOURCE} count AS n FROM {table} WHERE {where}")
+        params += piece
+    if not parts:  # an empty range
+        parts.append(f"{FAILURE_SOURCE} count AS n FROM failure_day WHERE 1 = 0")
+    return f"({' UNION ALL '.join(parts)}) AS f", params
+
+
+def _failure_where(version: str | None, bundles: list[str] | None) -> tuple[str, list]:
+    """The condition on f's rows: of one version (as version_group names it), of some bundles."""
+    where, params = "1 = 1", []
+    if version is not None:
+        where, params = f"{VERSION_GROUP} = ?", [version]
+    extra, kept = bundle_in(bundles)
+    return where + extra, [*params, *kept]
+
+
 def _only(
     where: tuple[str, list], bundles: list[str] | None, column: str = "bundle"
 ) -> tuple[str, list]:
@@ -986,6 +1022,33 @@ def _others(named: list[tuple], totals: list[tuple], key: int) -> list[tuple]:
         named_sums[row[:key]] = named_sums.get(row[:key], 0) + row[-1]
     rest = [(*row[:key], None, row[-1] - named_sums.get(row[:key], 0)) for row in totals]
     return [*named, *(row for row in rest if row[-1])]
+
+
+def _metrics(
+    conn: Conn, snapshot: Callable[[Conn], AbstractContextManager[None]]
+) -> tuple[list, list, list]:
+    """The rows of GET /metrics in one snapshot: events per (app, action) and the newest event
+    per app, of the METRICS_APPS top apps by name and the others as OTHER_APPS, and refusals.
+
+    The top apps are read once (a GROUP BY over rollup_day) and handed to both scans as a
+    list: label values stay bounded however many app ids clients make up."""
+    with snapshot(conn):
+        top = [app_id for (app_id,) in conn.execute(TOP_APPS, (METRICS_APPS,)).fetchall()]
+        app = f"CASE WHEN app_id IN ({marks(top) or 'NULL'}) THEN app_id ELSE ? END AS app"
+        return (
+            conn.execute(
+                f"SELECT {app}, action, sum(count) FROM rollup_day"
+                " GROUP BY app, action ORDER BY app, action",
+                (*top, OTHER_APPS),
+            ).fetchall(),
+            conn.execute(
+                "SELECT reason, sum(count) FROM refusal GROUP BY reason ORDER BY reason", ()
+            ).fetchall(),
+            conn.execute(
+                f"SELECT {app}, max(last_seen) FROM device GROUP BY app ORDER BY app",
+                (*top, OTHER_APPS),
+            ).fetchall(),
+        )
 
 
 def _chunked(values: list[str]) -> Iterator[list[str]]:
