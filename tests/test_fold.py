@@ -1,6 +1,7 @@
 """The fold: rollups are derived from the raw events, in batches, whatever the split, and every
 read sees every event answered 200."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -220,10 +221,9 @@ def test_a_version_4_database_opens_with_every_report_as_a_fresh_one_gives(tmp_p
 
 
 KILLED_FOLDER = """
-import sys
-from capgo_stats import counting
-from capgo_stats.store import SQLiteStore
-store = SQLiteStore(sys.argv[1])
+from capgo_stats import counting, settings
+from capgo_stats.store import open_store
+store = open_store(settings.load())  # the store STATS_DB or STATS_DATABASE_URL names
 print("ready", flush=True)
 while store.fold(counting.fold, 37):
     pass
@@ -231,12 +231,12 @@ while store.fold(counting.fold, 37):
 
 
 @pytest.mark.slow
-def test_a_fold_killed_at_any_moment_loses_nothing_and_counts_nothing_twice(tmp_path):
-    path = tmp_path / "killed.db"
+def test_a_fold_killed_at_any_moment_loses_nothing_and_counts_nothing_twice(database, tmp_path):
     killed, clean = (
-        create_app({"STATS_DB": str(path)}),
+        create_app(database),
         create_app({"STATS_DB": str(tmp_path / "clean.db")}),
     )
+    env = {**os.environ, **{name: str(value) for name, value in database.items()}}
     actions = ("set", "set_fail", "app_moved_to_foreground")
     sent = [
         event(device_id=f"d{i % 50}", action=actions[i % 3], version_name=f"1.{i % 4}.0",
@@ -248,7 +248,7 @@ def test_a_fold_killed_at_any_moment_loses_nothing_and_counts_nothing_twice(tmp_
         post_ok(clean.test_client(), sent[start : start + 200])
     store, kills = killed.extensions["store"], 0
     for delay in (0.05, 0.1, 0.02, 0.15, 0.07, 0.2, 0.03):
-        proc = subprocess.Popen([sys.executable, "-c", KILLED_FOLDER, str(path)], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-c", KILLED_FOLDER], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE)  # fmt: skip
         proc.stdout.readline()  # it has opened the store: let it fold for `delay`
         time.sleep(delay)
@@ -262,6 +262,7 @@ def test_a_fold_killed_at_any_moment_loses_nothing_and_counts_nothing_twice(tmp_
     fold.catch_up(store)
     fold.catch_up(clean.extensions["store"])
     assert derived(store) == derived(clean.extensions["store"])
+    store.close()
 
 
 @pytest.mark.parametrize("delete", ["forget", "prune"])
