@@ -20,8 +20,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     store = open_store(app.config)
     mark = protocol.secret_mark(app.config["STATS_HASH_SECRET"])
-    kept = store.remember("hash_secret", mark, replace=app.config["STATS_HASH_SECRET_CHANGED"])
-    settings.check_hash_secret(kept, mark, store.path)
+    try:
+        kept = store.remember("hash_secret", mark, replace=app.config["STATS_HASH_SECRET_CHANGED"])
+        settings.check_hash_secret(kept, mark, store.path)
+    except BaseException:
+        store.close()  # a refused start keeps no connection open
+        raise
     app.extensions["store"] = store
     app.extensions["actions"] = protocol.allowed_actions(app.config["STATS_EXTRA_ACTIONS"])
     app.extensions["app_ids"] = protocol.names(app.config["STATS_APP_IDS"]) or None

@@ -84,6 +84,21 @@ def app(database):
 
 
 @pytest.fixture
+def make_app(database):
+    """create_app on the test's database with settings of its own; each app made is closed
+    after the test."""
+    made = []
+
+    def make(**settings):
+        made.append(create_app({"TESTING": True, **database, **settings}))
+        return made[-1]
+
+    yield make
+    for app in made:
+        app.extensions["store"].close()
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

@@ -104,13 +104,10 @@ def test_forget_device_with_a_hash_secret_hashes_the_id_it_is_given(hashed, give
     assert left == [{"device_id": keyed("bystander")}]
 
 
-def test_forget_device_also_deletes_rows_stored_before_the_secret_was_set(tmp_path):
-    path = str(tmp_path / "x.db")
-    create_app({"STATS_DB": path}).test_client().post("/stats", json=event(device_id=DEVICE))
+def test_forget_device_also_deletes_rows_stored_before_the_secret_was_set(make_app):
+    make_app().test_client().post("/stats", json=event(device_id=DEVICE))
     # the secret is set later, on purpose
-    later = create_app(
-        {"STATS_DB": path, "STATS_HASH_SECRET": SECRET, "STATS_HASH_SECRET_CHANGED": True}
-    )
+    later = make_app(STATS_HASH_SECRET=SECRET, STATS_HASH_SECRET_CHANGED=True)
     later.test_client().post("/stats", json=event(device_id=DEVICE))
     result = later.test_cli_runner().invoke(args=["forget-device", DEVICE])
     assert result.output == "Deleted 2 events of that device.\n"
@@ -218,13 +215,12 @@ def test_forget_device_deletes_a_custom_id_claimed_by_more_devices_than_sqlite_t
     "first, then", [("", SECRET), (SECRET, ""), (SECRET, "another secret of 24 chars")]
 )
 def test_a_server_with_another_hash_secret_than_the_database_was_written_with_refuses_to_start(
-    tmp_path, first, then
+    make_app, first, then
 ):
-    path = str(tmp_path / "x.db")
-    create_app({"STATS_DB": path, "STATS_HASH_SECRET": first})
+    make_app(STATS_HASH_SECRET=first)
     with pytest.raises(SettingError, match="STATS_HASH_SECRET_CHANGED=1"):
-        create_app({"STATS_DB": path, "STATS_HASH_SECRET": then})
-    create_app({"STATS_DB": path, "STATS_HASH_SECRET": first})  # the same secret starts
+        make_app(STATS_HASH_SECRET=then)
+    make_app(STATS_HASH_SECRET=first)  # the same secret starts
     # a change on purpose is remembered: from then on the new secret is the database's
-    create_app({"STATS_DB": path, "STATS_HASH_SECRET": then, "STATS_HASH_SECRET_CHANGED": True})
-    create_app({"STATS_DB": path, "STATS_HASH_SECRET": then})
+    make_app(STATS_HASH_SECRET=then, STATS_HASH_SECRET_CHANGED=True)
+    make_app(STATS_HASH_SECRET=then)
