@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from flask import Flask
 
-from capgo_stats.web import access, dashboard, errors, ingest, ops, reads, requestlog
+from capgo_stats.web import access, commit, dashboard, errors, ingest, ops, reads, requestlog
 
 
 def init_app(app: Flask) -> None:
     """Register every route and the request hooks on the app."""
     errors.init_app(app)
+    app.extensions["commit"] = commit.GroupCommit(app.extensions["store"])
     access.init_app(app)
     for blueprint in (ingest.bp, reads.bp, dashboard.bp, ops.bp):
         app.register_blueprint(blueprint)
