@@ -17,7 +17,8 @@ before runs.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import gevent
 from gevent import monkey
@@ -52,11 +53,22 @@ class GroupCommit:
         self.writes = 0  # transactions committed or tried, for tests and the bench
         self.requests = 0  # requests they held
         self._gather = _gather_turn()
+        self._coming = 0  # requests on their way to write (a hint: not locked)
 
     @property
     def waiting(self) -> int:
         """How many requests wait for the next write."""
         return len(self._queue)
+
+    @contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Count a request as on its way to write while the block runs, so that a leader under
+        gevent waits for it to join, and one with nobody coming writes at once."""
+        self._coming += 1
+        try:
+            yield
+        finally:
+            self._coming -= 1
 
     def write(self, rows: list[tuple], refusals: Iterable[Refusal], now_ms: int) -> None:
         """Store these rows and refusals; return once committed, raise what the write raised."""
@@ -85,7 +97,8 @@ class GroupCommit:
     def _lead(self, mine: _Request) -> None:
         """Write everything queued so far as one batch, then hand over to the next waiter."""
         try:
-            self._gather()
+            if self._coming > len(self._queue):  # some are still on their way: let them in
+                self._gather()
         except BaseException:  # killed before it took the queue
             self._abandon(mine)
             raise
