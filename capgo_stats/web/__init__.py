@@ -7,7 +7,6 @@ from flask import Flask
 
 from capgo_stats.web import (
     access,
-    commit,
     dashboard,
     errors,
     fastpath,
@@ -21,7 +20,6 @@ from capgo_stats.web import (
 def init_app(app: Flask) -> None:
     """Register every route and the request hooks on the app."""
     errors.init_app(app)
-    app.extensions["commit"] = commit.GroupCommit(app.extensions["store"])
     access.init_app(app)
     for blueprint in (ingest.bp, reads.bp, dashboard.bp, ops.bp):
         app.register_blueprint(blueprint)

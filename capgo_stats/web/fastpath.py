@@ -4,7 +4,7 @@ Flask's request handling (the request context, routing, the hooks, the Response 
 as much as validating and storing a single event. So a WSGI wrapper takes the requests that
 need none of it: POST /stats with a Content-Length within STATS_MAX_BODY, the right ingest key
 (when one is set), and a body whose every event is valid. It stores them as the route does
-(the same checks, the same group commit), answers the route's own 200 or 503, and logs the same
+(the same checks, the same store.write), answers the route's own 200 or 503, and logs the same
 line. Anything else (a refusal, a bad body or key, a chunked body, another route) goes to Flask
 with the body put back, so every other answer comes from one place, the route.
 """
@@ -50,8 +50,7 @@ class _FastIngest:
         length, config = get_content_length(environ), self.config
         if length is None or length > config["STATS_MAX_BODY"] or not _keyed(environ, config):
             return self.__wrapped__(environ, start_response)  # 413, 403, or a chunked body
-        with self.extensions["commit"].expecting():
-            return self._take(environ, start_response, length)
+        return self._take(environ, start_response, length)
 
     def _take(self, environ: dict, start_response: Callable, length: int) -> Iterable[bytes]:
         """Read, check and store the events; hand the request to Flask unless all are valid."""
@@ -72,7 +71,7 @@ class _FastIngest:
         if refusals or len(body) < length:  # a short body: Flask answers it as cut off
             return self._replay(environ, body, start_response)
         try:
-            extensions["commit"].write(rows, [], now)
+            extensions["store"].write(rows, [], now)
         except StoreUnavailable:
             _log(started, 503, None)
             answer = error_response(503, "storage_unavailable", ingest.UNWRITABLE)

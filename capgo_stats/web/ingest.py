@@ -18,7 +18,7 @@ from capgo_stats import protocol
 from capgo_stats.errors import ApiError
 from capgo_stats.store import StoreUnavailable
 from capgo_stats.web.access import drain_body
-from capgo_stats.web.context import setting
+from capgo_stats.web.context import get_store, setting
 
 bp = Blueprint("ingest", __name__)
 
@@ -92,10 +92,9 @@ def all_ok(size: int) -> bytes:
 
 
 def _write(rows: list, refusals: list, now: int) -> None:
-    """Write to the store (in a transaction shared with the requests that wait at the same
-    moment, web/commit.py), or answer 503 so the plugin keeps the events and resends them."""
+    """Write to the store, or answer 503 so the plugin keeps the events and resends them."""
     try:
-        current_app.extensions["commit"].write(rows, refusals, now)
+        get_store().write(rows, refusals, now)
     except StoreUnavailable:
         raise ApiError(503, "storage_unavailable", UNWRITABLE) from None
     g.events = (len(rows), len(refusals))  # for the request's log line
