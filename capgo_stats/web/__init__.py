@@ -5,16 +5,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from capgo_stats.web import (
-    access,
-    dashboard,
-    errors,
-    fastpath,
-    ingest,
-    ops,
-    reads,
-    requestlog,
-)
+from capgo_stats.web import access, dashboard, errors, ingest, ops, reads, requestlog
 
 
 def init_app(app: Flask) -> None:
@@ -24,4 +15,3 @@ def init_app(app: Flask) -> None:
     for blueprint in (ingest.bp, reads.bp, dashboard.bp, ops.bp):
         app.register_blueprint(blueprint)
     requestlog.init_app(app)
-    fastpath.init_app(app)  # last: in front of everything else

@@ -87,7 +87,7 @@ def check_access() -> None:
         return
     if rule.rule == INGEST_ROUTE and request.method == "POST":
         key = config["STATS_INGEST_KEY"]
-        if key and not same_secret(request.args.get("key", ""), key):
+        if key and not _same_secret(request.args.get("key", ""), key):
             drain_body()
             raise ApiError(
                 403,
@@ -116,7 +116,7 @@ def check_read_token(token: str) -> None:
             headers=[("Retry-After", str(wait))],
         )
     given = _read_credential()
-    if not same_secret(given, token):
+    if not _same_secret(given, token):
         if given:  # a browser's first request carries none: that is no guess
             failures.record(address)
         raise ApiError(
@@ -139,7 +139,7 @@ def _read_credential() -> str:
     return (auth.password or "") if auth.type == "basic" else ""
 
 
-def same_secret(given: str, expected: str) -> bool:
+def _same_secret(given: str, expected: str) -> bool:
     """Compare a secret in constant time, so timing tells nothing of its value."""
     return hmac.compare_digest(given.encode(), expected.encode())
 

@@ -23,7 +23,6 @@ from capgo_stats.web.context import get_store, setting
 bp = Blueprint("ingest", __name__)
 
 OK_BODY = b'{"status": "ok"}'
-UNWRITABLE = "The database cannot take writes right now; the events were not stored. Retry later."
 
 
 @bp.get("/stats")
@@ -48,23 +47,8 @@ def ingest() -> Any:
         raise
 
     extensions = current_app.extensions
-    rows, refusals, results = check_events(
-        items, now, extensions["actions"], extensions["app_ids"], setting("STATS_HASH_SECRET")
-    )
-    _write(rows, refusals, now)
-    if is_batch:
-        if not refusals:  # the common answer, prebuilt once per batch size: the hot path
-            return Response(all_ok(len(items)), mimetype="application/json")
-        return {"status": "ok", "results": results}
-    if refusals:
-        raise ApiError(400, refusals[0].error, refusals[0].message)
-    return Response(OK_BODY, mimetype="application/json")  # prebuilt: the hot path
-
-
-def check_events(
-    items: list, now: int, actions: frozenset[str], app_ids: frozenset[str] | None, secret: str
-) -> tuple[list[tuple], list[protocol.Refusal], list[dict]]:
-    """Validate each event: (rows to store, refusals, the per-event results of a batch)."""
+    actions, app_ids = extensions["actions"], extensions["app_ids"]
+    secret = setting("STATS_HASH_SECRET")
     rows, refusals, results = [], [], []
     for index, item in enumerate(items):
         outcome = protocol.validate(item, actions, now, app_ids=app_ids, secret=secret)
@@ -81,11 +65,18 @@ def check_events(
         else:
             rows.append(outcome)
             results.append({"index": index, "status": "ok"})
-    return rows, refusals, results
+    _write(rows, refusals, now)
+    if is_batch:
+        if not refusals:  # the common answer, prebuilt once per batch size: the hot path
+            return Response(_all_ok(len(items)), mimetype="application/json")
+        return {"status": "ok", "results": results}
+    if refusals:
+        raise ApiError(400, refusals[0].error, refusals[0].message)
+    return Response(OK_BODY, mimetype="application/json")  # prebuilt: the hot path
 
 
 @functools.lru_cache(maxsize=protocol.MAX_BATCH + 1)
-def all_ok(size: int) -> bytes:
+def _all_ok(size: int) -> bytes:
     """The answer to a batch of `size` events that were all stored."""
     results = [{"index": index, "status": "ok"} for index in range(size)]
     return json.dumps({"status": "ok", "results": results}).encode()
@@ -96,7 +87,11 @@ def _write(rows: list, refusals: list, now: int) -> None:
     try:
         get_store().write(rows, refusals, now)
     except StoreUnavailable:
-        raise ApiError(503, "storage_unavailable", UNWRITABLE) from None
+        raise ApiError(
+            503,
+            "storage_unavailable",
+            "The database cannot take writes right now; the events were not stored. Retry later.",
+        ) from None
     g.events = (len(rows), len(refusals))  # for the request's log line
 
 

@@ -66,16 +66,14 @@ def _log_request(response: Response) -> Response:
         ms = (time.perf_counter() - environ.get(STARTED, time.perf_counter())) * 1000
         rule = req.url_rule
         path = rule.rule if rule is not None else _masked(req.path)
-        log_line(environ["REQUEST_METHOD"], path, response.status_code, ms, g.get("events"))
+        args = (environ["REQUEST_METHOD"], path, response.status_code, ms)
+        counts = g.get("events")
+        msg = "%s %s %s %.1fms" if counts is None else "%s %s %s %.1fms accepted=%d refused=%d"
+        # makeRecord + handle, not log.info: skips the stack walk that finds the caller's line.
+        log.handle(
+            log.makeRecord(log.name, logging.INFO, __file__, 0, msg, args + (counts or ()), None)
+        )
     return response
-
-
-def log_line(method: str, path: str, status: int, ms: float, counts: tuple | None) -> None:
-    """Log one request's line (the caller checked that INFO is on)."""
-    msg = "%s %s %s %.1fms" if counts is None else "%s %s %s %.1fms accepted=%d refused=%d"
-    # makeRecord + handle, not log.info: skips the stack walk that finds the caller's line.
-    args = (method, path, status, ms) + (counts or ())
-    log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, msg, args, None))
 
 
 def _masked(path: str) -> str:
