@@ -2,6 +2,7 @@
 
     python bench/run.py            # full run: about twenty minutes on 2 cores
     python bench/run.py --smoke    # tiny sizes, a few seconds each: shows the bench still works
+    python bench/run.py --ingest --rounds 5 --seconds 8   # the two ingest ratios only, printed
 
 Every figure is measured side by side in the same run and reported as a ratio as well, because
 absolute numbers drift on shared machines. Needs wrk (Debian package `wrk`) and gunicorn.
@@ -468,12 +469,30 @@ def write(path: Path, table: str) -> None:
     path.write_text(f"{head}{START}\n{table}\n{END}{tail}")
 
 
+def ingest_only(rounds: int, seconds: int) -> None:
+    """The two ingest ratio rounds alone, printed, RESULTS.md untouched: for trying a change."""
+    with tempfile.TemporaryDirectory(prefix="capgo-bench-") as tmp:
+        for batch, apps in ((1, SINGLE_APPS), (5, {"bare": BARE, "ours": OURS})):
+            result = ingest_ratio(apps, batch, rounds, seconds, Path(tmp))
+            for name, ratio in result["ratio"].items():
+                rps = ", ".join(f"{r:,.0f}" for r in result["rps"][name])
+                print(f"{batch} event(s) a request, {name}: {ratio:.2f} ({rps} req/s)", flush=True)
+
+
 def main() -> None:
     """Run every part of the benchmark and write the results."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check it works")
     parser.add_argument("--out", type=Path, default=BENCH / "RESULTS.md")
+    parser.add_argument(
+        "--ingest", action="store_true", help="only the single and 5-event ratio rounds, printed"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="with --ingest: rounds per app")
+    parser.add_argument("--seconds", type=int, default=10, help="with --ingest: wrk seconds")
     args = parser.parse_args()
+    if args.ingest:
+        ingest_only(args.rounds, args.seconds)
+        return
     if args.smoke:
         rounds, seconds, n_raw, n_reads, n_burst = 1, 1, 2_000, 3, 2_000
         sizes = [(1_000, 100), (5_000, 5_000), (5_000, 100)]
