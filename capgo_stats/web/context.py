@@ -14,6 +14,14 @@ from capgo_stats.protocol import stored_id as _stored_id
 from capgo_stats.store import Store
 
 
+def refuse_nul_in_query() -> None:
+    """A 400 for a query value holding a NUL character: no stored value holds one (ingest
+    refuses it), and PostgreSQL's text cannot even be compared with one."""
+    for name, value in request.args.items(multi=True):
+        if "\x00" in value:
+            raise invalid_filter(name, f'"{name}" holds a NUL character.')
+
+
 def get_store() -> Store:
     """The current app's store."""
     return current_app.extensions["store"]

@@ -12,9 +12,10 @@ from flask import Blueprint, render_template, request, url_for
 
 from capgo_stats import protocol, reports
 from capgo_stats.render import charts
-from capgo_stats.web.context import query_filters, query_flag, read_store
+from capgo_stats.web.context import query_filters, query_flag, read_store, refuse_nul_in_query
 
 bp = Blueprint("dashboard", __name__)
+bp.before_request(refuse_nul_in_query)
 
 # The query parameters the page keeps in the links to itself and its JSON (app_id is set apart).
 LINKED_PARAMS = ("platform", "since", "until", "include_dev")

@@ -12,9 +12,10 @@ from capgo_stats import fold
 from capgo_stats.errors import ApiError
 from capgo_stats.render import export, prometheus
 from capgo_stats.store import StoreUnavailable
-from capgo_stats.web.context import get_store, query_filters
+from capgo_stats.web.context import get_store, query_filters, refuse_nul_in_query
 
 bp = Blueprint("ops", __name__)
+bp.before_request(refuse_nul_in_query)
 
 # The OpenAPI description of every route, served as it is in the repository.
 OPENAPI = Path(__file__).resolve().parents[1] / "openapi.json"

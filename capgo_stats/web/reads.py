@@ -13,9 +13,16 @@ from flask import Blueprint, request
 from capgo_stats import filters, protocol, reports
 from capgo_stats.errors import invalid_filter
 from capgo_stats.filters import Filters
-from capgo_stats.web.context import query_filters, query_flag, read_store, stored_id
+from capgo_stats.web.context import (
+    query_filters,
+    query_flag,
+    read_store,
+    refuse_nul_in_query,
+    stored_id,
+)
 
 bp = Blueprint("reads", __name__)
+bp.before_request(refuse_nul_in_query)
 
 # The extra filters of the raw event list, beyond the shared ones.
 EVENT_FILTERS = (*filters.SHARED, "version", "device_id", "custom_id", "plugin_version")
