@@ -14,17 +14,21 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_the_benchmark_runs_at_smoke_size_and_writes_every_figure(tmp_path):
+def smoke(script, out):
+    """Run a benchmark script at smoke size into `out`; return what it wrote."""
     require("wrk", "wrk")
-    out = tmp_path / "RESULTS.md"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--out", str(out)],
+        [sys.executable, str(ROOT / "bench" / script), "--smoke", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    text = out.read_text()
+    return out.read_text()
+
+
+def test_the_benchmark_runs_at_smoke_size_and_writes_every_figure(tmp_path):
+    text = smoke("run.py", tmp_path / "RESULTS.md")
     assert "single-event ingest, ours / bare Flask route" in text
     assert "storage switched off" in text and "one INSERT per request" in text
     assert "5-event arrays, ours / the bare route parsing 5-event arrays" in text
@@ -36,16 +40,7 @@ def test_the_benchmark_runs_at_smoke_size_and_writes_every_figure(tmp_path):
 
 
 def test_the_postgresql_benchmark_runs_at_smoke_size_and_writes_every_figure(postgres, tmp_path):
-    require("wrk", "wrk")
-    out = tmp_path / "POSTGRES.md"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "postgres.py"), "--smoke", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    text = out.read_text()
+    text = smoke("postgres.py", tmp_path / "POSTGRES.md")
     assert "| single events, requests/s |" in text and "| 200-event batches, events/s |" in text
     assert "PostgreSQL, 2 servers" in text
     assert "| dashboard |" in text and "Pruning the older half" in text
