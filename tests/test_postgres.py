@@ -1,6 +1,7 @@
 """PostgreSQL as the store: what only it has (a fold queue, advisory locks, a pool, copy-db),
 and several servers on one database. Every other storage test runs on it too (conftest.py)."""
 
+import http.client
 import json
 import shutil
 import threading
@@ -312,7 +313,7 @@ def _send(servers, body, acknowledged, lock):
     for server in servers:
         try:
             status, _, _ = server.request("POST", "/stats", json.dumps(body).encode())
-        except OSError:
+        except (OSError, http.client.HTTPException):  # killed before or while answering
             continue
         if status == 200:
             with lock:
