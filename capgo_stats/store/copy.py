@@ -60,7 +60,7 @@ def copy_sqlite_to_postgres(
             listed = ", ".join(columns)
             n = 0
             with tconn.raw.cursor().copy(f"COPY {table} ({listed}) FROM STDIN") as copy:
-                for row in source._stream(sconn, f"SELECT {listed} FROM {table}", []):
+                for row in source.stream(sconn, f"SELECT {listed} FROM {table}", []):
                     if any(isinstance(v, str) and "\x00" in v for v in row):
                         row, dropped = _without_nul(row)
                         cleaned += dropped

@@ -243,12 +243,12 @@ class PostgresStore(SQLStore):
         """How many ids wait in the fold queue."""
         return conn.execute("SELECT count(*) FROM fold_queue").fetchone()[0]
 
-    def _take_batch(self, conn: _Conn, limit: int) -> list[tuple]:
-        """Take the fold's lock (until the transaction ends), then the next `limit` queued ids
-        out of the queue, and their events."""
+    def _lock_fold(self, conn: _Conn) -> None:
+        """An advisory lock until the transaction ends: one folder at a time across servers."""
         conn.execute("SELECT pg_advisory_xact_lock(?)", (FOLD_LOCK,))
-        if not limit:
-            return []
+
+    def _take_batch(self, conn: _Conn, limit: int) -> list[tuple]:
+        """The next `limit` queued ids out of the queue, and their events."""
         ids = [
             row[0]
             for row in conn.execute(
@@ -276,7 +276,7 @@ class PostgresStore(SQLStore):
         """Folded events are those whose id left the fold queue."""
         return "NOT EXISTS (SELECT 1 FROM fold_queue WHERE fold_queue.id = event.id)"
 
-    def _stream(self, conn: _Conn, sql: str, params: list) -> Iterator[tuple]:
+    def stream(self, conn: _Conn, sql: str, params: list) -> Iterator[tuple]:
         """The rows of a server-side cursor, closed when done, fetched FETCH_BYTES at a time:
         as many rows per round trip as fit, so a page of big rows stays small in memory."""
         size = 10  # then as many as the rows so far say fit

@@ -99,10 +99,14 @@ class SQLStore(Store):
     def _pending(self, conn: Conn) -> int:
         """How many stored events the fold has not reached yet."""
 
+    def _lock_fold(self, conn: Conn) -> None:
+        """Inside a write transaction: wait until no other fold or rebuild runs, and keep them
+        out until it ends (nothing to do where write transactions take turns already)."""
+
     @abc.abstractmethod
     def _take_batch(self, conn: Conn, limit: int) -> list[tuple]:
-        """Inside the fold's transaction: the next `limit` events to fold (FOLD_COLUMNS, by id),
-        marked folded when the transaction commits. Only one fold at a time gets here."""
+        """Inside the fold's transaction, its lock held: the next `limit` events to fold
+        (FOLD_COLUMNS, by id), marked folded when the transaction commits."""
 
     @abc.abstractmethod
     def _folded_after(self, conn: Conn, after: int, limit: int) -> list[tuple]:
@@ -116,7 +120,7 @@ class SQLStore(Store):
         """What the fold's bookkeeping needs after events were deleted (nothing, by default)."""
 
     @abc.abstractmethod
-    def _stream(self, conn: Conn, sql: str, params: list) -> Iterable[tuple]:
+    def stream(self, conn: Conn, sql: str, params: list) -> Iterable[tuple]:
         """The rows of a query as plain tuples, without holding them all in memory."""
 
     def write(self, rows: list[tuple], refusals: Iterable[Refusal], now_ms: int) -> None:
@@ -228,6 +232,7 @@ class SQLStore(Store):
         was folded in one transaction; return how many (0: nothing was pending)."""
         try:
             with self.transaction() as conn:
+                self._lock_fold(conn)
                 rows = self._take_batch(conn, limit)
                 if rows:
                     folding.fold_batch(conn, fold, rows)
@@ -245,7 +250,7 @@ class SQLStore(Store):
         """
         try:
             with self.transaction() as conn:
-                self._take_batch(conn, 0)  # the fold's lock: no fold runs beside a rebuild
+                self._lock_fold(conn)  # no fold runs beside a rebuild
                 since = folding.position(conn, "pruned_before")
                 floors = folding.clear_held_period(conn, since)
                 folded = after = 0
@@ -920,7 +925,7 @@ class SQLStore(Store):
                     filters.since,
                     filters.until,
                 )
-                rows = self._stream(conn, select + where + " ORDER BY at, id", params)
+                rows = self.stream(conn, select + where + " ORDER BY at, id", params)
                 yield from _batches(rows, batch_size, text)
 
     def metrics(self) -> dict[str, Any]:

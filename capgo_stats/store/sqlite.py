@@ -211,7 +211,7 @@ class SQLiteStore(SQLStore):
 
     def _take_batch(self, conn: sqlite3.Connection, limit: int) -> list[tuple]:
         """The next events after the position, the position moved past them."""
-        rows = folding.batch_after(conn, folding.position(conn), limit) if limit else []
+        rows = folding.batch_after(conn, folding.position(conn), limit)
         if rows:
             folding.set_position(conn, rows[-1][0])
         return rows
@@ -239,7 +239,7 @@ class SQLiteStore(SQLStore):
             " WHERE key = 'fold_position'"
         )
 
-    def _stream(self, conn: sqlite3.Connection, sql: str, params: list) -> Iterable[tuple]:
+    def stream(self, conn: sqlite3.Connection, sql: str, params: list) -> Iterable[tuple]:
         """A plain-tuple cursor over the query: SQLite steps through it row by row."""
         return folding.plain(conn).execute(sql, params)
 
