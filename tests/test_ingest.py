@@ -137,6 +137,11 @@ BAD_SINGLE_EVENTS = [
     ("metadata value is a number", event(metadata={"duration_ms": 450}), "invalid_field"),
     ("metadata value too long", event(metadata={"k": "v" * 4097}), "invalid_field"),
     ("lone surrogate", b'{"action":"set","app_id":"com.x","device_id":"\\ud800"}', "invalid_field"),
+    *(
+        (f"NUL in {name}", event(**{name: "1.0\x00"}), "invalid_field")
+        for name in protocol.OPTIONAL
+    ),
+    ("NUL in a metadata value", event(metadata={"k": "\x00"}), "invalid_field"),
     ("not json", b"action=set", "invalid_json"),
     ("truncated json", b'{"action": "set"', "invalid_json"),
     ("empty body", b"", "invalid_json"),
