@@ -301,3 +301,50 @@ def test_ingest_gets_its_turn_while_a_read_folds_a_large_backlog(tmp_path):
     assert len(waits) >= 3, "the fold ended before ingest could try"
     # Each post waits for at most one fold batch, never for the whole backlog.
     assert max(waits) < took / 3, (max(waits), took)
+
+
+def test_a_post_does_not_wait_while_a_fold_works_out_its_deltas(tmp_path):
+    path = str(tmp_path / "s.db")
+    folder = create_app({"STATS_DB": path, "STATS_FOLD_INTERVAL_S": 0})
+    poster = create_app({"STATS_DB": path, "STATS_BUSY_TIMEOUT_MS": 0})  # no wait for a lock
+    post_ok(poster.test_client(), [event(device_id=f"d{i}", timestamp=NOW - i) for i in range(5)])
+    answers = []
+
+    def fold_and_post(rows, *states):
+        answers.append(poster.test_client().post("/stats", json=event(device_id="live")))
+        return counting.fold(rows, *states)
+
+    assert folder.extensions["store"].fold(fold_and_post) == 5
+    assert [answer.status_code for answer in answers] == [200]
+    counts = folder.test_client().get("/stats/counts").json["counts"]
+    assert counts == [{"app_id": "com.example.app", "action": "set", "count": 6}]
+
+
+@pytest.mark.parametrize("meanwhile", ["fold", "forget", "prune", "rebuild"])
+def test_a_fold_whose_inputs_changed_while_it_worked_counts_as_if_it_started_after(
+    tmp_path_factory, meanwhile
+):
+    first, other = new_app(tmp_path_factory), new_app(tmp_path_factory)
+    rival = create_app({"STATS_DB": first.config["STATS_DB"]})  # another process, same file
+    sent = [event(device_id=f"d{i % 3}", timestamp=NOW - i * HOUR) for i in range(6)]
+    for app in (first, other):
+        post_ok(app.test_client(), sent)
+    steps = {  # the store's own steps: forget-device here deletes events not folded yet
+        "fold": lambda store: fold.catch_up(store),
+        "forget": lambda store: store.forget_device(["d1"], [], counting.unfold_devices),
+        "prune": lambda store: fold.prune(store, NOW - 2 * HOUR),
+        "rebuild": lambda store: fold.rebuild(store),
+    }
+
+    def interrupted(rows, *states):
+        if not interrupted.done:
+            interrupted.done = True
+            steps[meanwhile](rival.extensions["store"])
+        return counting.fold(rows, *states)
+
+    interrupted.done = False
+    first.extensions["store"].fold(interrupted)
+    fold.catch_up(first.extensions["store"])
+    steps[meanwhile](other.extensions["store"])  # the same, one step after the other
+    fold.catch_up(other.extensions["store"])
+    assert derived(first.extensions["store"]) == derived(other.extensions["store"])

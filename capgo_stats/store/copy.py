@@ -16,7 +16,7 @@ from capgo_stats.store.postgres import PostgresStore
 from capgo_stats.store.sqlite import SQLiteStore
 
 # meta rows that belong to one database, not to the data: PostgreSQL keeps its own.
-OWN_META = ("fold_position", "schema_version")
+OWN_META = ("fold_position", "fold_epoch", "schema_version")
 
 
 class CopyRefused(Exception):

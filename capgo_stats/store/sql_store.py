@@ -117,7 +117,8 @@ class SQLStore(Store):
         """A condition on the event table that holds for folded events only (for prune)."""
 
     def _after_delete(self, conn: Conn) -> None:
-        """What the fold's bookkeeping needs after events were deleted (nothing, by default)."""
+        """What the fold's bookkeeping needs after rows it reads (events, device states) were
+        deleted or rewritten outside a fold (nothing, by default)."""
 
     @abc.abstractmethod
     def stream(self, conn: Conn, sql: str, params: list) -> Iterable[tuple]:
@@ -260,6 +261,7 @@ class SQLStore(Store):
                     after = rows[-1][0]
                     folded += len(rows)
                 folding.recount_devices(conn)
+                self._after_delete(conn)
         except self.errors as e:
             raise StoreUnavailable(str(e)) from None
         return folded, since
@@ -880,11 +882,13 @@ class SQLStore(Store):
         # device_day only stops a device being counted twice in a day; a late event can still
         # arrive for any day inside the plausibility window, so keep those days.
         oldest_day = min(before_ms, int(time.time() * 1000) - DEVICE_DAY_KEEP_MS) // DAY_MS
-        self._execute_write("DELETE FROM device_day WHERE day < ?", (oldest_day,))
-        self._execute_write("DELETE FROM adoption_device WHERE day < ?", (oldest_day,))
-        # Counts that devices moved out of stay behind at zero: nothing reads them.
-        self._execute_write("DELETE FROM device_bundle WHERE devices = 0")
-        self._execute_write("DELETE FROM device_hour WHERE devices = 0")
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM device_day WHERE day < ?", (oldest_day,))
+            conn.execute("DELETE FROM adoption_device WHERE day < ?", (oldest_day,))
+            # Counts that devices moved out of stay behind at zero: nothing reads them.
+            conn.execute("DELETE FROM device_bundle WHERE devices = 0")
+            conn.execute("DELETE FROM device_hour WHERE devices = 0")
+            self._after_delete(conn)
         return deleted
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
