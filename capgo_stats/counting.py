@@ -398,6 +398,8 @@ def fold(
         counts["active_day"][(app, day, prod)] += 1
     for vkey, record in records.items():
         move_version(counts, vkey, versions.get(vkey), record)
+    # A record a repeat left as it was need not be written again: most events repeat one.
+    deltas.versions = {key: new for key, new in records.items() if new != versions.get(key)}
     for (app, day, device), ran in deltas.day_bundles.items():
         old = day_bundles.get((app, day, device))
         if old is not None and old[:3] != ran[:3]:
