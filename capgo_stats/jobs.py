@@ -37,10 +37,12 @@ def _every(seconds: float, name: str, work: Callable[[], None]) -> threading.Eve
 
 
 def start_folding(store: Store, seconds: float) -> threading.Event:
-    """Fold pending events every `seconds`, so reads rarely find any to fold first."""
+    """Fold pending events every `seconds`, so reads rarely find any to fold first, then do
+    the store's upkeep (SQLite: the checkpoints that POSTs leave to this job)."""
 
     def catch_up() -> None:
         fold.catch_up(store)
+        store.upkeep()
 
     return _every(seconds, "fold", catch_up)
 

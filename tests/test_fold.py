@@ -348,3 +348,31 @@ def test_a_fold_whose_inputs_changed_while_it_worked_counts_as_if_it_started_aft
     steps[meanwhile](other.extensions["store"])  # the same, one step after the other
     fold.catch_up(other.extensions["store"])
     assert derived(first.extensions["store"]) == derived(other.extensions["store"])
+
+
+def wal_pages(app):
+    """The size of the database's write-ahead log, in pages (it is reused, not shrunk)."""
+    return os.path.getsize(app.config["STATS_DB"] + "-wal") // 4096
+
+
+def post_many(client, n, start=0):
+    """n POSTs of 5 events each, every event new."""
+    for i in range(start, start + n):
+        post_ok(client, [event(device_id=f"d{i}", timestamp=NOW - 5 * i - k) for k in range(5)])
+
+
+def test_posts_leave_the_log_to_the_background_fold_which_copies_it_into_the_database(tmp_path):
+    app = create_app({"STATS_DB": str(tmp_path / "s.db"), "STATS_FOLD_INTERVAL_S": 3600})
+    client = app.test_client()
+    post_many(client, 600)
+    grown = wal_pages(app)
+    assert grown > 2000  # SQLite's own checkpoint, on a commit, comes at 1,000 pages
+    app.extensions["store"].upkeep()
+    post_many(client, 600, start=600)
+    assert wal_pages(app) <= grown * 1.1  # the log was copied, so it started again from its head
+
+
+def test_without_the_background_fold_posts_still_copy_the_log_themselves(tmp_path):
+    app = create_app({"STATS_DB": str(tmp_path / "s.db"), "STATS_FOLD_INTERVAL_S": 0})
+    post_many(app.test_client(), 1200)
+    assert wal_pages(app) < 1100

@@ -37,6 +37,7 @@ def open_store(settings: Mapping[str, Any]) -> Store:
             busy_timeout_ms=settings["STATS_BUSY_TIMEOUT_MS"],
             durable=settings["STATS_DURABLE"],
             max_mb=settings["STATS_MAX_DB_MB"],
+            background_checkpoints=bool(settings["STATS_FOLD_INTERVAL_S"]),
         )
     try:
         store.ensure_schema()

@@ -77,6 +77,10 @@ class Store(abc.ABC):
         """How many stored events are not folded yet."""
 
     @abc.abstractmethod
+    def upkeep(self) -> None:
+        """The background fold's chores after each of its rounds."""
+
+    @abc.abstractmethod
     def fold(self, fold: FoldFn, limit: int = 5000) -> int:
         """Fold the next events after the position (deltas and position in one transaction);
         return how many (0: none pending). `fold` is counting.fold."""

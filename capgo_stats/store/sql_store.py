@@ -116,6 +116,9 @@ class SQLStore(Store):
     def _folded_only(self) -> str:
         """A condition on the event table that holds for folded events only (for prune)."""
 
+    def upkeep(self) -> None:
+        """Nothing, by default: PostgreSQL's autovacuum keeps its own house."""
+
     def _after_delete(self, conn: Conn) -> None:
         """What the fold's bookkeeping needs after rows it reads (events, device states) were
         deleted or rewritten outside a fold (nothing, by default)."""
