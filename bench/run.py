@@ -130,22 +130,36 @@ def ingest_ratio(apps: dict, batch: int, rounds: int, seconds: int, tmp: Path) -
     median ratio to the bare route, in alternating rounds so drift hits all alike."""
     script = "single.lua" if batch == 1 else "batch.lua"
     rps: dict[str, list[float]] = {name: [] for name in apps}
+    cpu: dict[str, list[float]] = {name: [] for name in apps}
     rss = 0.0
     for r in range(rounds):
         for name, (spec, chdir, settings) in apps.items():
             env = {"STATS_DB": str(tmp / f"ingest-{batch}-{r}-{name.replace(' ', '-')}.db")}
             env.update(settings)
             with gunicorn(spec, env, chdir=chdir) as (port, pids):
+                before = cpu_seconds(pids)
                 result = wrk(port, script, seconds, batch=batch)
+                used = cpu_seconds(pids) - before
                 if name == "ours":
                     rss = max(rss, rss_mib(pids))
             assert result["non_2xx"] == 0, (name, result)
             rps[name].append(result["rps"])
+            cpu[name].append(used / (result["rps"] * seconds) * 1e6)
     ratios = {
         name: statistics.median(o / b for o, b in zip(values, rps["bare"], strict=True))
         for name, values in rps.items()
     }
-    return {"rps": rps, "ratio": ratios, "rss": rss}
+    cpu_us = {name: statistics.median(values) for name, values in cpu.items()}
+    return {"rps": rps, "ratio": ratios, "rss": rss, "cpu_us": cpu_us}
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time the processes have used so far (user + system), in seconds."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def get_json(port: int, path: str) -> tuple[float, dict]:
@@ -381,6 +395,9 @@ CEILINGS = {
 }
 
 
+APP_NAMES = {"bare": "bare route", "ours": "ours"}  # the others: "ours, <name>"
+
+
 def per_round(result: dict) -> str:
     """ours/bare req/s of each round."""
     pairs = zip(result["rps"]["ours"], result["rps"]["bare"], strict=True)
@@ -440,6 +457,18 @@ def report(single: dict, five: dict, batch: dict, bursts: list[dict], read_rows:
     )
     lines += [
         "",
+        "Worker CPU per request (user + system time of the gunicorn workers during the wrk run,"
+        " divided by the requests answered; median of the rounds), in us: where each app's time"
+        " goes, less moved by other load on the machine than requests/s:",
+        "",
+        "| app | single event | 5-event array |",
+        "|---|---|---|",
+        *(
+            f"| {APP_NAMES.get(name, 'ours, ' + name)} "
+            f"| {single['cpu_us'][name]:,.0f} | {five['cpu_us'][name]:,.0f} |"
+            for name in single["cpu_us"]
+        ),
+        "",
         "Read latency, median / p95 in ms over sequential requests through gunicorn, size, and"
         " the fold's speed over the generated history:",
         "",
@@ -484,7 +513,11 @@ def ingest_only(rounds: int, seconds: int) -> None:
             result = ingest_ratio(INGEST_APPS, batch, rounds, seconds, Path(tmp))
             for name, ratio in result["ratio"].items():
                 rps = ", ".join(f"{r:,.0f}" for r in result["rps"][name])
-                print(f"{batch} event(s) a request, {name}: {ratio:.2f} ({rps} req/s)", flush=True)
+                print(
+                    f"{batch} event(s) a request, {name}: {ratio:.2f} ({rps} req/s;"
+                    f" worker CPU {result['cpu_us'][name]:,.0f} us a request)",
+                    flush=True,
+                )
 
 
 def main() -> None:
