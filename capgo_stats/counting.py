@@ -366,7 +366,8 @@ def fold(
             launch = (app, at // DAY_MS, bundle, platform, prod, duration_bucket(took))
             counts["launch_day"][launch] += 1
         counted = counts_as_failure(action, plugin, platform)
-        touch = _names_version(action, reports_running_bundle(action, version), counted)
+        running = reports_running_bundle(action, version)
+        touch = _names_version(action, running, counted)
         if touch is not None and touch["running"]:
             dkey = (app, at // DAY_MS, device)
             ran = deltas.day_bundles.get(dkey) or day_bundles.get(dkey)
@@ -382,8 +383,8 @@ def fold(
         if replaced:
             counts["uninstall_day"][(app, at // DAY_MS, replaced, platform, prod)] += 1
         key = (app, device)
-        running = bundle if reports_running_bundle(action, version) else None
-        states[key] = next_state(states.get(key) or devices.get(key), at, platform, prod, running)
+        now_runs = bundle if running else None
+        states[key] = next_state(states.get(key) or devices.get(key), at, platform, prod, now_runs)
         day_key = (app, at // DAY_MS, device)
         if day_key not in first_days and day_key not in days:
             first_days[day_key] = prod
