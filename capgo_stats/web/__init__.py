@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from capgo_stats.web import access, dashboard, errors, ingest, ops, reads, requestlog
+from capgo_stats.web import access, context, dashboard, errors, ingest, ops, reads, requestlog
 
 
 def init_app(app: Flask) -> None:
@@ -15,3 +15,4 @@ def init_app(app: Flask) -> None:
     for blueprint in (ingest.bp, reads.bp, dashboard.bp, ops.bp):
         app.register_blueprint(blueprint)
     requestlog.init_app(app)
+    app.teardown_request(context.end_read_deadline)
