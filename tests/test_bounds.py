@@ -237,6 +237,17 @@ def test_a_report_without_an_app_id_reads_a_bounded_number_of_queries_however_ma
     assert calls[0] < 300
 
 
+def test_the_dashboard_without_an_app_id_ranks_the_apps_once(app, client, monkeypatch):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _flood_apps(store, 200, now)
+    client.get("/stats/summary")  # fold first
+    ranked = []
+    top_apps = store.top_apps
+    monkeypatch.setattr(store, "top_apps", lambda limit: ranked.append(limit) or top_apps(limit))
+    assert client.get("/").status_code == 200
+    assert ranked == [reports.APPS_SHOWN]  # a scan of rollup_day each: 80 ms at 100,000 apps
+
+
 def test_the_refusal_tally_keeps_1000_rows_a_day_and_tallies_new_names_past_it_as_other(
     app, client
 ):
