@@ -7,6 +7,8 @@ import runpy
 import shutil
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from types import SimpleNamespace
@@ -159,6 +161,19 @@ def test_gunicorn_warns_at_start_when_it_listens_beyond_loopback_without_a_read_
     with caplog.at_level(logging.WARNING):
         _when_ready()(server)
     assert ("without STATS_READ_TOKEN" in caplog.text) is warned
+
+
+def test_what_gunicorn_imports_before_forking_its_workers_leaves_the_stores_out():
+    # psycopg picks how it waits for the server when imported; in gunicorn's master, before
+    # gevent patched a worker, it picked a wait that holds the worker's event loop.
+    code = (
+        "import sys, capgo_stats.web.access;"
+        " print(sorted({'psycopg', 'capgo_stats.store'} & set(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_gunicorn_on_loopback_starts_without_the_warning(serve):
