@@ -130,16 +130,17 @@ def _window(filters: Filters) -> dict:
     return {"since": iso(filters.since), "until": iso(filters.until)}
 
 
-def with_app(store: Store, filters: Filters) -> Filters:
+def with_app(store: Store, filters: Filters, shown: list[dict] | None = None) -> Filters:
     """The filters with an app: the one asked for, else the app with the newest event among
-    the APPS_SHOWN apps with the most events.
+    the APPS_SHOWN apps with the most events (`shown`: apps(store), read by the caller).
 
     With no app at all, app_id is "", which no event has: every figure is then zero.
     """
     if filters.app_id is not None:
         return filters
     # Among the apps with the most events: made-up app ids cannot take the page over.
-    newest = max(apps(store), key=lambda a: a["last_event_at"] or "", default=None)
+    shown = apps(store) if shown is None else shown
+    newest = max(shown, key=lambda a: a["last_event_at"] or "", default=None)
     return filters.but(app_id=newest["app_id"] if newest else "")
 
 
@@ -954,7 +955,8 @@ assert VERSIONS_SHOWN == HEALTH_SHOWN == TIMELINE_VERSIONS == ADOPTION_VERSIONS
 def dashboard(store: Store, filters: Filters, include_dev: bool = False, now: int = 0) -> dict:
     """Everything the page shows for one app, from the same functions as the JSON API."""
     now = now or _now()
-    app_list, filters = apps(store), with_app(store, filters)
+    app_list = apps(store)  # read once: ranking 100,000 apps took 80 ms a time
+    filters = with_app(store, filters, app_list)
     newest = store.newest_event(filters.app_id) if filters.app_id else None
     if newest is not None and all(app["app_id"] != filters.app_id for app in app_list):
         app_list.append({"app_id": filters.app_id, "last_event_at": iso(newest)})

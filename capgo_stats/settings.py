@@ -18,6 +18,7 @@ DEFAULTS: dict[str, Any] = {
     "STATS_EXTRA_ACTIONS": "",
     "STATS_MAX_BODY": 4 * 1024 * 1024,
     "STATS_BUSY_TIMEOUT_MS": 5000,
+    "STATS_READ_TIMEOUT_MS": 10000,
     "STATS_DURABLE": False,
     "STATS_RETENTION_DAYS": 0,
     "STATS_FOLD_INTERVAL_S": 1,
@@ -45,7 +46,12 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # leaves room for events of 1.3 KB each (long custom ids, some metadata).
 MIN_MAX_BODY = 256 * 1024
 # The numeric settings a negative value means nothing for: refused rather than guessed at.
-NOT_NEGATIVE = ("STATS_BUSY_TIMEOUT_MS", "STATS_RETENTION_DAYS", "STATS_MAX_DB_MB")
+NOT_NEGATIVE = (
+    "STATS_BUSY_TIMEOUT_MS",
+    "STATS_READ_TIMEOUT_MS",
+    "STATS_RETENTION_DAYS",
+    "STATS_MAX_DB_MB",
+)
 URL_SCHEMES = ("postgresql://", "postgres://")
 
 

@@ -34,6 +34,7 @@ def test_a_setting_that_is_not_a_number_stops_the_app_with_a_clear_message(monke
         ("STATS_MAX_BODY", "65535", "a full batch of 200 events"),
         ("STATS_MAX_BODY", "-1", "Set STATS_MAX_BODY to 262144 or more"),
         ("STATS_BUSY_TIMEOUT_MS", "-1", "STATS_BUSY_TIMEOUT_MS cannot be negative"),
+        ("STATS_READ_TIMEOUT_MS", "-1", "STATS_READ_TIMEOUT_MS cannot be negative"),
         ("STATS_RETENTION_DAYS", "-30", "STATS_RETENTION_DAYS cannot be negative"),
         ("STATS_MAX_DB_MB", "-1", "STATS_MAX_DB_MB cannot be negative"),
     ],

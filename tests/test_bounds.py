@@ -9,10 +9,13 @@ from collections import Counter
 
 import pytest
 
-from capgo_stats import counting, reports
+from capgo_stats import counting, fold, reports
 from capgo_stats.filters import Filters
 from capgo_stats.protocol import COLUMNS, DAY_MS, HOUR_MS, Refusal
 from capgo_stats.render import export
+from capgo_stats.store import ReadTimeout, end_deadline, start_deadline
+from capgo_stats.web import context
+from support.payloads import event
 
 BIG_METADATA = json.dumps({f"key{k:03d}": "x" * 4096 for k in range(64)})
 
@@ -232,6 +235,17 @@ def test_a_report_without_an_app_id_reads_a_bounded_number_of_queries_however_ma
     calls = _count_reads(monkeypatch, store)
     assert client.get("/stats/versions").status_code == 200
     assert calls[0] < 300
+
+
+def test_the_dashboard_without_an_app_id_ranks_the_apps_once(app, client, monkeypatch):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _flood_apps(store, 200, now)
+    client.get("/stats/summary")  # fold first
+    ranked = []
+    top_apps = store.top_apps
+    monkeypatch.setattr(store, "top_apps", lambda limit: ranked.append(limit) or top_apps(limit))
+    assert client.get("/").status_code == 200
+    assert ranked == [reports.APPS_SHOWN]  # a scan of rollup_day each: 80 ms at 100,000 apps
 
 
 def test_the_refusal_tally_keeps_1000_rows_a_day_and_tallies_new_names_past_it_as_other(
@@ -539,3 +553,91 @@ def test_the_failure_breakdowns_are_those_of_counting_every_event_in_python(app,
         assert report.json[f"by_{name}"] == expected, name
         assert report.json["more"][f"by_{name}"] == max(len(ordered) - 100, 0), name
     assert version is not None or report.json["more"]["by_plugin_version"] > 0
+
+
+# -- every read bounded in time (STATS_READ_TIMEOUT_MS) -------------------------------------------
+
+# A read that would run for minutes: a count to a billion, in SQL both stores speak.
+ENDLESS = (
+    "WITH RECURSIVE i(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM i WHERE n < 1000000000)"
+    " SELECT count(*) AS n FROM i"
+)
+
+
+@contextlib.contextmanager
+def _deadline(ms):
+    """The store's reads in the block share `ms` milliseconds, as a request's do."""
+    token = start_deadline(ms)
+    try:
+        yield
+    finally:
+        end_deadline(token)
+
+
+def test_a_read_past_its_deadline_is_stopped_in_the_middle_of_its_statement(app):
+    store = app.extensions["store"]
+    with _deadline(50), pytest.raises(ReadTimeout):
+        store.query(ENDLESS)
+    assert store.query("SELECT 1 AS one") == [{"one": 1}]  # no deadline now; the store reads on
+
+
+def test_a_passed_read_deadline_leaves_ingest_the_fold_and_the_export_alone(app):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    with _deadline(0):
+        _write(store, [_row(now, i) for i in range(10)], now)
+        assert fold.catch_up(store) == 10
+        assert sum(len(batch) for batch in store.iter_events(Filters(), ["id"])) == 10
+        with pytest.raises(ReadTimeout):
+            store.counts(Filters())
+
+
+def test_a_flood_read_past_stats_read_timeout_ms_answers_503_read_timeout_and_ingest_goes_on(
+    make_app,
+):
+    bounded = make_app(STATS_READ_TIMEOUT_MS=1)
+    store, now = bounded.extensions["store"], int(time.time() * 1000)
+    _flood_failures(store, 3_000, now, 3_000)  # each breakdown scans 3,000 rows: well over 1 ms
+    client = bounded.test_client()
+    response = client.get("/stats/failures?app_id=com.example.app")
+    assert response.status_code == 503
+    assert response.json == {
+        "error": "read_timeout",
+        "message": "This read took longer than STATS_READ_TIMEOUT_MS (1 ms) and was stopped:"
+        " narrow the range (since, until) or filter by app_id (and platform).",
+    }
+    assert client.post("/stats", json=event(device_id="after")).status_code == 200
+    unbounded = make_app(STATS_READ_TIMEOUT_MS=0).test_client()  # 0: no limit
+    report = unbounded.get("/stats/failures?app_id=com.example.app").json
+    assert report["failures"] + report["ignored_legacy_download_fail"] == 3_000
+
+
+READ_ROUTES = (
+    "/stats/counts",
+    "/stats/versions?app_id=com.example.app",
+    "/stats/health?app_id=com.example.app",
+    "/stats/adoption?app_id=com.example.app",
+    "/stats/timeline?app_id=com.example.app",
+    "/stats/failures?app_id=com.example.app",
+    "/stats/summary?app_id=com.example.app",
+    "/stats/rejected",
+    "/stats/events",
+    "/stats/devices/dev-0",
+    "/stats/devices?app_id=com.example.app",
+    "/?app_id=com.example.app",
+    "/metrics",
+)
+
+
+def test_every_read_route_answers_read_timeout_once_its_deadline_has_passed(
+    app, client, monkeypatch
+):
+    store, now = app.extensions["store"], int(time.time() * 1000)
+    _write(store, [_row(now, i) for i in range(3)], now)
+    # Every deadline passed as it begins, so no read gets in first, however fast.
+    monkeypatch.setattr(context, "start_deadline", lambda ms: start_deadline(0))
+    for route in READ_ROUTES:
+        response = client.get(route)
+        assert (response.status_code, response.json["error"]) == (503, "read_timeout"), route
+    for route in ("/stats/events.csv", "/healthz", "/stats"):  # an export, no read, no read
+        assert client.get(route).status_code == 200, route
+    assert client.post("/stats", json=event(device_id="after")).status_code == 200

@@ -372,3 +372,51 @@ def test_two_servers_on_one_database_lose_nothing_when_one_is_killed_and_count_a
     moved = pg_app(url)
     same_answers(reference, moved, report_urls(["com.a", "com.b"], events=False))
     moved.extensions["store"].close()
+
+
+# -- long reads beside ingest, on PostgreSQL under gevent ---------------------------------------
+
+
+def _failure_flood(url: str, n: int) -> None:
+    """n made-up failure breakdowns of today in failure_day, as the fold would leave them."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO failure_day (app_id, day, action, bundle, platform, plugin_version,"
+            " version_os, prod, count) SELECT 'com.flood.app', %s, 'update_fail', 'v' || n,"
+            " 'android', '8.' || n, n || '.0', 1, 1 FROM generate_series(1, %s) AS n",
+            (NOW // protocol.DAY_MS, n),
+        )
+        conn.execute("ANALYZE failure_day")
+
+
+@pytest.mark.slow
+def test_a_post_is_answered_while_a_long_postgresql_read_runs_on_the_same_single_worker(
+    store_kind, serve, database
+):
+    # psycopg chooses how it waits on import: imported by gunicorn's master before gevent
+    # patched the worker, every statement held the worker's event loop until it ended.
+    url = database["STATS_DATABASE_URL"]
+    _failure_flood(url, 300_000)
+    server = serve(workers=1, STATS_DATABASE_URL=url, STATS_READ_TIMEOUT_MS="0")
+    read = {}
+
+    def long_read():
+        started = time.monotonic()
+        read["status"] = server.request("GET", "/stats/failures?app_id=com.flood.app")[0]
+        read["seconds"] = time.monotonic() - started
+
+    reader = threading.Thread(target=long_read)
+    reader.start()
+    time.sleep(0.3)  # the read has begun
+    answers = []
+    for i in range(5):
+        started = time.monotonic()
+        status, _, _ = server.request(
+            "POST", "/stats", json.dumps(event(device_id=f"p{i}")).encode()
+        )
+        answers.append((status, time.monotonic() - started))
+    reader.join(timeout=60)
+    assert read["status"] == 200
+    assert read["seconds"] > 1.0, "the read was too short to tell: make the flood bigger"
+    assert [status for status, _ in answers] == [200] * 5, answers
+    assert max(seconds for _, seconds in answers) < 0.5, (answers, read)

@@ -7,6 +7,8 @@ import runpy
 import shutil
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from types import SimpleNamespace
@@ -159,6 +161,19 @@ def test_gunicorn_warns_at_start_when_it_listens_beyond_loopback_without_a_read_
     with caplog.at_level(logging.WARNING):
         _when_ready()(server)
     assert ("without STATS_READ_TOKEN" in caplog.text) is warned
+
+
+def test_what_gunicorn_imports_before_forking_its_workers_leaves_the_stores_out():
+    # psycopg picks how it waits for the server when imported; in gunicorn's master, before
+    # gevent patched a worker, it picked a wait that holds the worker's event loop.
+    code = (
+        "import sys, capgo_stats.web.access;"
+        " print(sorted({'psycopg', 'capgo_stats.store'} & set(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_gunicorn_on_loopback_starts_without_the_warning(serve):
@@ -378,3 +393,63 @@ def test_a_client_sending_a_byte_at_a_time_is_cut_off_without_holding_the_worker
     log = server.log()
     assert "WORKER TIMEOUT" not in log
     assert "Traceback" not in log
+
+
+# -- long reads beside ingest --------------------------------------------------------------------
+
+FLOOD_APP = "com.flood.app"
+
+
+def _failure_flood(db, n: int) -> None:
+    """A database whose app FLOOD_APP has n made-up failure breakdowns of today in failure_day,
+    as the fold would leave them: what a read of its failures scans (about 1 s per 100,000)."""
+    from capgo_stats.store import SQLiteStore
+
+    SQLiteStore(str(db)).ensure_schema()
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute(
+            "WITH RECURSIVE i(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM i WHERE n < ?)"
+            " INSERT INTO failure_day (app_id, day, action, bundle, platform, plugin_version,"
+            " version_os, prod, count)"
+            " SELECT ?, ?, 'update_fail', 'v' || n, 'android', '8.' || n, n || '.0', 1, 1 FROM i",
+            (n, FLOOD_APP, protocol.now_ms() // protocol.DAY_MS),
+        )
+    conn.close()
+
+
+def test_a_post_is_answered_while_a_long_read_runs_on_the_same_single_worker(serve, tmp_path):
+    # Under gevent a read that held the event loop held every POST of its worker until it ended.
+    db = tmp_path / "stats.db"
+    _failure_flood(db, 300_000)
+    server = serve(db=db, workers=1, STATS_READ_TIMEOUT_MS="0")
+    read = {}
+
+    def long_read():
+        started = time.monotonic()
+        read["status"] = server.request("GET", f"/stats/failures?app_id={FLOOD_APP}")[0]
+        read["seconds"] = time.monotonic() - started
+
+    reader = threading.Thread(target=long_read)
+    reader.start()
+    time.sleep(0.3)  # the read has begun
+    answers = _timed_posts(server.port, 5, timeout=30)
+    reader.join(timeout=60)
+    assert read["status"] == 200
+    assert read["seconds"] > 1.5, "the read was too short to tell: make the flood bigger"
+    assert [status for status, _ in answers] == [200] * 5, answers
+    assert max(seconds for _, seconds in answers) < 0.5, (answers, read)
+
+
+def test_a_read_past_stats_read_timeout_ms_is_stopped_and_answers_503_at_once(serve, tmp_path):
+    db = tmp_path / "stats.db"
+    _failure_flood(db, 300_000)  # about 3 s of reading, unbounded
+    server = serve(db=db, workers=1, STATS_READ_TIMEOUT_MS="300")
+    started = time.monotonic()
+    status, _, body = server.request("GET", f"/stats/failures?app_id={FLOOD_APP}")
+    took = time.monotonic() - started
+    assert (status, body["error"]) == (503, "read_timeout")
+    assert took < 1.5, f"the read was stopped after {took:.1f} s, not at its 0.3 s deadline"
+    answers = _timed_posts(server.port, 3)
+    assert [status for status, _ in answers] == [200] * 3, answers
+    assert "Traceback" not in server.log()

@@ -6,18 +6,29 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from capgo_stats.store.base import SchemaTooNew, Store, StoreUnavailable, day_of
+from capgo_stats.store.base import (
+    ReadTimeout,
+    SchemaTooNew,
+    Store,
+    StoreUnavailable,
+    day_of,
+    end_deadline,
+    start_deadline,
+)
 from capgo_stats.store.postgres import PostgresStore
 from capgo_stats.store.sqlite import SQLiteStore
 
 __all__ = [
     "PostgresStore",
+    "ReadTimeout",
     "SQLiteStore",
     "SchemaTooNew",
     "Store",
     "StoreUnavailable",
     "day_of",
+    "end_deadline",
     "open_store",
+    "start_deadline",
 ]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar, Token
 from typing import Any
 
 from capgo_stats.counting import DayKey, Deltas, Device, DeviceKey
@@ -25,8 +26,34 @@ class StoreUnavailable(Exception):
     """The database cannot answer or take the write now (locked, full, read-only or missing)."""
 
 
+class ReadTimeout(Exception):
+    """A read ran past its deadline (STATS_READ_TIMEOUT_MS) and was stopped."""
+
+
 class SchemaTooNew(RuntimeError):
     """A database of a newer schema than this code knows: refused at start, left untouched."""
+
+
+# When the reads of the current request (or of a `with reads_within()`) must be done, on the
+# time.monotonic() clock; None: no deadline. A context variable, so each request has its own,
+# a greenlet's under gevent, a thread's otherwise.
+_deadline: ContextVar[float | None] = ContextVar("capgo_stats_read_deadline", default=None)
+
+
+def start_deadline(ms: int) -> Token:
+    """From now on, the store's reads in this context share `ms` milliseconds; reset the
+    returned token to end it (end_deadline)."""
+    return _deadline.set(time.monotonic() + ms / 1000)
+
+
+def end_deadline(token: Token) -> None:
+    """End a deadline start_deadline began."""
+    _deadline.reset(token)
+
+
+def read_deadline() -> float | None:
+    """The current context's read deadline (time.monotonic()), None when it has none."""
+    return _deadline.get()
 
 
 def day_of(ms: int) -> str:

@@ -18,19 +18,22 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import lru_cache
 from typing import Any
 
 import psycopg
 import psycopg.adapt
+import psycopg.errors
 import psycopg_pool
+from psycopg.pq import TransactionStatus
 
 import capgo_stats.store.postgres_migrations as migrations
 from capgo_stats.counting import FOLD_COLUMNS
 from capgo_stats.protocol import COLUMNS
-from capgo_stats.store.base import StoreUnavailable
+from capgo_stats.store.base import ReadTimeout, StoreUnavailable
 from capgo_stats.store.sql_store import SQLStore
 
 FETCH_BYTES = 1024 * 1024  # text an export's fetch from a server-side cursor aims at
@@ -201,6 +204,23 @@ class PostgresStore(SQLStore):
         with conn.raw.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             yield
+
+    @contextmanager
+    def _bounded(self, conn: _Conn, deadline: float) -> Iterator[None]:
+        """The block's statements under a statement_timeout of the time left to `deadline`,
+        set for its transaction only (one begun here outside a snapshot): the server cancels a
+        statement past it, which we raise as ReadTimeout. Writes keep the pool's own timeout.
+
+        No thread needed for the event loop: under gevent, psycopg waits for the server
+        cooperatively, so the other requests of the worker go on meanwhile."""
+        left_ms = max(1, int((deadline - time.monotonic()) * 1000))
+        idle = conn.raw.info.transaction_status == TransactionStatus.IDLE
+        try:
+            with conn.raw.transaction() if idle else nullcontext():
+                conn.execute("SELECT set_config('statement_timeout', ?, true)", (str(left_ms),))
+                yield
+        except psycopg.errors.QueryCanceled:
+            raise ReadTimeout("the read ran past its deadline and was stopped") from None
 
     # -- schema ------------------------------------------------------------------------------
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from flask import current_app, request
+from flask import current_app, g, request
 
 from capgo_stats import filters, fold
 from capgo_stats.errors import invalid_filter
 from capgo_stats.filters import Filters
 from capgo_stats.protocol import stored_id as _stored_id
-from capgo_stats.store import Store
+from capgo_stats.store import Store, end_deadline, start_deadline
 
 
 def refuse_nul_in_query() -> None:
@@ -28,10 +28,30 @@ def get_store() -> Store:
 
 
 def read_store() -> Store:
-    """The current app's store, with every event answered so far folded: for the reads."""
+    """The current app's store, with every event answered so far folded, and the request's
+    read deadline begun: for the reads."""
     store = get_store()
     fold.before_read(store)
+    start_read_deadline()
     return store
+
+
+def start_read_deadline() -> None:
+    """From now until the request ends, its reads share STATS_READ_TIMEOUT_MS (0: no limit).
+
+    Begun after the fold that precedes a read, so the limit is on reads alone: never on
+    ingest, the fold, or an export (whose batches are each short, and which sends as it reads).
+    """
+    ms = setting("STATS_READ_TIMEOUT_MS")
+    if ms and "read_deadline" not in g:
+        g.read_deadline = start_deadline(ms)
+
+
+def end_read_deadline(error: BaseException | None = None) -> None:
+    """When the request ends: end its read deadline, if it had one."""
+    token = g.pop("read_deadline", None)
+    if token is not None:
+        end_deadline(token)
 
 
 def setting(name: str) -> Any:

@@ -12,7 +12,12 @@ from capgo_stats import fold
 from capgo_stats.errors import ApiError
 from capgo_stats.render import export, prometheus
 from capgo_stats.store import StoreUnavailable
-from capgo_stats.web.context import get_store, query_filters, refuse_nul_in_query
+from capgo_stats.web.context import (
+    get_store,
+    query_filters,
+    refuse_nul_in_query,
+    start_read_deadline,
+)
 
 bp = Blueprint("ops", __name__)
 bp.before_request(refuse_nul_in_query)
@@ -48,6 +53,7 @@ def metrics_text() -> Response:
     """GET /metrics: stored and refused events, last arrival, database size, for Prometheus."""
     store = get_store()
     pending = fold.before_read(store)  # the backlog as found, before this read folded it
+    start_read_deadline()
     text = prometheus.render({**store.metrics(), "pending": pending})
     return Response(text, content_type=prometheus.CONTENT_TYPE)
 
