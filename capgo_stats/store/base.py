@@ -34,7 +34,7 @@ class SchemaTooNew(RuntimeError):
     """A database of a newer schema than this code knows: refused at start, left untouched."""
 
 
-# When the reads of the current request (or of a `with reads_within()`) must be done, on the
+# When the reads of the current request (begun by start_deadline) must be done, on the
 # time.monotonic() clock; None: no deadline. A context variable, so each request has its own,
 # a greenlet's under gevent, a thread's otherwise.
 _deadline: ContextVar[float | None] = ContextVar("capgo_stats_read_deadline", default=None)

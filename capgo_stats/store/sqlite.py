@@ -351,7 +351,7 @@ class SQLiteStore(SQLStore):
         """A plain-tuple cursor over the query: SQLite steps through it row by row."""
         return folding.plain(conn).execute(sql, params)
 
-    # -- example database and tools ---------------------------------------------------------
+    # -- the background fold's upkeep: checkpoints ------------------------------------------
 
     def upkeep(self) -> None:
         """Copy the write-ahead log into the database beside the writers, then have it start
@@ -375,6 +375,8 @@ class SQLiteStore(SQLStore):
             except sqlite3.OperationalError as e:
                 if not _is_busy(e):
                     raise
+
+    # -- example database and tools ---------------------------------------------------------
 
     def checkpoint(self) -> None:
         """Copy the write-ahead log into the database file and empty it (after a bulk load)."""
